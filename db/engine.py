@@ -1,0 +1,98 @@
+"""The Piccolo engine and its bounded asyncpg pool.
+
+One engine object, ``DB``, is shared by every table (``db.tables`` binds it explicitly) and
+by Piccolo's migration runner (``piccolo_conf.DB`` is this object). It is configured at
+start-up with the URL of the role the process runs as: the owner role for migrations,
+the server role for the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import asyncpg
+from piccolo.engine.postgres import PostgresEngine, PostgresTransaction
+
+from db.errors import PoolTimeoutError, unavailable
+from db.settings import DatabaseSettings
+
+
+class Transaction(PostgresTransaction):
+    """Piccolo's transaction, but acquiring from the pool with a timeout."""
+
+    engine: Engine
+
+    async def get_connection(self) -> asyncpg.Connection:
+        if self.engine.pool is None:
+            return await self.engine.get_new_connection()
+        try:
+            return await self.engine.pool.acquire(timeout=self.engine.acquire_timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            raise PoolTimeoutError(
+                f"no database connection free within {self.engine.acquire_timeout:g} s "
+                f"(pool max size {self.engine.pool.get_max_size()})"
+            ) from None
+
+
+class Engine(PostgresEngine):
+    """A PostgresEngine that is configured after import and never connects on its own."""
+
+    def __init__(self) -> None:
+        super().__init__(config={}, extensions=())
+        self.dsn: str | None = None
+        self.acquire_timeout: float = 5.0
+
+    # Piccolo's base class connects at construction to check the version and create
+    # extensions; we do neither here (migrations create extensions, `connect` checks).
+    async def check_version(self) -> None:
+        return None
+
+    async def prep_database(self) -> None:
+        return None
+
+    def configure(self, dsn: str, settings: DatabaseSettings) -> None:
+        """Point the engine at ``dsn``, with the session settings every connection gets."""
+        self.dsn = dsn
+        self.acquire_timeout = settings.db_acquire_timeout
+        self.config = {
+            "dsn": dsn,
+            "timeout": settings.db_connect_timeout,
+            "statement_cache_size": settings.db_statement_cache_size,
+            "server_settings": {
+                "application_name": settings.db_application_name,
+                "statement_timeout": str(settings.db_statement_timeout_ms),
+                "lock_timeout": str(settings.db_lock_timeout_ms),
+                "idle_in_transaction_session_timeout": str(
+                    settings.db_idle_in_transaction_timeout_ms
+                ),
+            },
+        }
+        self._pool_size = (settings.db_pool_min_size, settings.db_pool_max_size)
+
+    async def get_new_connection(self) -> asyncpg.Connection:
+        if self.dsn is None:
+            raise RuntimeError("db.engine.DB is not configured: call DB.configure() first")
+        try:
+            return await asyncpg.connect(**self.config)
+        except (OSError, asyncio.TimeoutError, socket.gaierror, asyncpg.PostgresError) as exc:
+            raise unavailable(self.dsn, exc) from None
+
+    async def start_connection_pool(self, **kwargs: Any) -> None:
+        """Open the bounded pool; fails with one clear line if the server is unreachable."""
+        if self.dsn is None:
+            raise RuntimeError("db.engine.DB is not configured: call DB.configure() first")
+        min_size, max_size = self._pool_size
+        options: dict[str, Any] = {"min_size": min(min_size, max_size), "max_size": max_size}
+        options.update(kwargs)
+        try:
+            await super().start_connection_pool(**options)
+        except (OSError, asyncio.TimeoutError, socket.gaierror, asyncpg.PostgresError) as exc:
+            raise unavailable(self.dsn, exc) from None
+
+    def transaction(self, allow_nested: bool = True) -> Transaction:
+        return Transaction(engine=self, allow_nested=allow_nested)
+
+
+DB = Engine()

@@ -1,0 +1,46 @@
+"""Helpers for writing Piccolo migrations as reviewed SQL.
+
+Our schema needs what Piccolo's generated operations cannot express (composite foreign
+keys, partitioned tables, CHECKs, triggers, row-level security), so migrations here are
+SQL scripts run on the migration's own transaction connection, each with its backwards.
+"""
+
+from __future__ import annotations
+
+from piccolo.apps.migrations.auto.migration_manager import MigrationManager
+
+from db.engine import DB
+
+
+async def execute(sql: str) -> None:
+    """Run a SQL script (several statements allowed) inside the running migration.
+
+    Piccolo's ``run_ddl`` sends one prepared statement; this uses the simple query protocol
+    on the migration's transaction connection, so a script runs atomically with it.
+    """
+    transaction = DB.current_transaction.get()
+    if transaction is not None:
+        await transaction.connection.execute(sql)
+        return
+    connection = await DB.get_new_connection()
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+def sql_migration(
+    migration_id: str, description: str, forwards_sql: str, backwards_sql: str
+) -> MigrationManager:
+    """A migration that runs ``forwards_sql`` (or ``backwards_sql``) in one transaction."""
+    manager = MigrationManager(migration_id=migration_id, app_name="taskql", description=description)
+
+    async def run_forwards() -> None:
+        await execute(forwards_sql)
+
+    async def run_backwards() -> None:
+        await execute(backwards_sql)
+
+    manager.add_raw(run_forwards)
+    manager.add_raw_backwards(run_backwards)
+    return manager

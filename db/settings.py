@@ -1,0 +1,53 @@
+"""Database settings, read from the environment (12-factor).
+
+With neither ``DATABASE_URL`` nor ``MIGRATION_DATABASE_URL`` set, taskql starts an embedded
+PostgreSQL in ``TASKQL_DATA_DIR`` and derives both URLs itself (see ``db.embedded``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class DatabaseSettings(BaseSettings):
+    """Everything the database layer reads from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    #: Server role (owns nothing, NOBYPASSRLS). Unset: embedded PostgreSQL.
+    database_url: str | None = None
+    #: Owner role, used only to run migrations and maintenance.
+    migration_database_url: str | None = None
+    #: Where the embedded PostgreSQL keeps its data (git-ignored).
+    taskql_data_dir: Path = Field(default=PROJECT_ROOT / ".taskql" / "pgdata")
+    #: Database name used on the embedded server.
+    taskql_database: str = "taskql"
+
+    db_pool_min_size: int = Field(default=2, ge=0)
+    db_pool_max_size: int = Field(default=10, ge=1)
+    #: Seconds to wait for a free pooled connection before failing the request.
+    db_acquire_timeout: float = Field(default=5.0, gt=0)
+    #: Seconds to wait for the TCP connection and PostgreSQL start-up.
+    db_connect_timeout: float = Field(default=5.0, gt=0)
+    #: Per-statement ceiling: our p95 goal is 100 ms, so a statement over 5 s is a bug.
+    db_statement_timeout_ms: int = Field(default=5000, ge=0)
+    db_lock_timeout_ms: int = Field(default=2000, ge=0)
+    db_idle_in_transaction_timeout_ms: int = Field(default=10000, ge=0)
+    db_application_name: str = "taskql"
+    #: 0 disables asyncpg's prepared-statement cache (needed behind PgBouncer < 1.21).
+    db_statement_cache_size: int = Field(default=100, ge=0)
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None and self.migration_database_url is None
+
+
+@lru_cache(maxsize=1)
+def get_database_settings() -> DatabaseSettings:
+    return DatabaseSettings()
