@@ -72,3 +72,19 @@ async def tenant_transaction(
     async with engine.transaction(allow_nested=False) as transaction:
         await transaction.connection.execute(SET_CONTEXT_SQL, *context.parameters())
         yield transaction
+
+
+#: Settings that let one statement see exactly one row before a user is known (log-in by
+#: e-mail, authentication by session token); see the users and sessions policies.
+_LOOKUP_SQL = """
+SELECT set_config('app.login_email', $1, true),
+       set_config('app.session_token_hash', $2, true)
+"""
+
+
+async def allow_lookup(
+    transaction: Transaction, *, login_email: str = "", session_token_hash: bytes = b""
+) -> None:
+    """Within ``transaction``, make the user with ``login_email`` and/or the session with
+    ``session_token_hash`` visible (transaction-locally) to the server role."""
+    await transaction.connection.execute(_LOOKUP_SQL, login_email, session_token_hash.hex())

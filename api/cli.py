@@ -1,0 +1,266 @@
+"""The ``taskql`` command: serve, migrate, seed-demo, and database administration."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from datetime import date
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import asyncpg
+import typer
+
+from api.settings import Settings, get_settings
+from db import demo, roles
+from db.engine import DB
+from db.errors import DatabaseError, describe_target
+from db.migrate import runner
+from db.targets import Targets, resolve
+
+app = typer.Typer(help="taskql: multi-tenant work management, GraphQL on PostgreSQL.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+migrate_app = typer.Typer(help="Apply, reverse and inspect schema migrations (owner role).",
+                          no_args_is_help=True)
+db_app = typer.Typer(help="Database administration: roles, partitions.", no_args_is_help=True)
+app.add_typer(migrate_app, name="migrate")
+app.add_typer(db_app, name="db")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def fail(message: str) -> typer.Exit:
+    typer.secho(f"taskql: error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=1)
+
+
+def clear_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Expected failures (database unreachable, bad state) end as one line and exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except (DatabaseError, RuntimeError, ValueError, asyncpg.PostgresError) as exc:
+            raise fail(str(exc).splitlines()[0] if isinstance(exc, asyncpg.PostgresError) else str(exc)) from None
+
+    return wrapper
+
+
+def run(coro: Coroutine[Any, Any, R]) -> R:
+    return asyncio.run(coro)
+
+
+def _as_owner(targets: Targets, settings: Settings) -> None:
+    DB.pool = None
+    DB.configure(targets.require_owner(), settings)
+
+
+async def _create_partitions(months_ahead: int) -> int:
+    connection = await DB.get_new_connection()
+    try:
+        return int(await connection.fetchval("SELECT audit_logs_create_partitions($1)", months_ahead))
+    finally:
+        await connection.close()
+
+
+async def _migrate_forwards(months_ahead: int = 3) -> None:
+    await runner.forwards()
+    await _create_partitions(months_ahead)
+
+
+# ---------------------------------------------------------------------------------- serve
+
+
+@app.command()
+@clear_errors
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (TASKQL_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (TASKQL_PORT).")] = None,
+    workers: Annotated[int | None, typer.Option(help="uvicorn workers (TASKQL_WORKERS).")] = None,
+    demo_data: Annotated[
+        bool | None,
+        typer.Option("--demo/--no-demo", help="Load demo data once (default: embedded only)."),
+    ] = None,
+) -> None:
+    """Start the API. Without DATABASE_URL: embedded PostgreSQL, migrations and demo data."""
+    import uvicorn
+
+    started = time.perf_counter()
+    settings = get_settings()
+    host = host or settings.taskql_host
+    port = port or settings.taskql_port
+    workers = workers or settings.taskql_workers
+    targets = resolve(settings)
+    if targets.embedded is not None:
+        typer.echo(f"PostgreSQL: embedded, data in {targets.embedded.data_dir}")
+    else:
+        typer.echo(f"PostgreSQL: {describe_target(targets.require_server())}")
+
+    if targets.owner_dsn is not None:
+        _as_owner(targets, settings)
+        if targets.embedded is not None:
+            run(_migrate_forwards())
+        else:
+            state = run(runner.status(targets.owner_dsn))
+            if not state.up_to_date:
+                raise fail("; ".join(runner.describe(state)[-3:]))
+
+    DB.configure(targets.require_server(), settings)
+    load = demo_data if demo_data is not None else settings.taskql_demo
+    if load is None:
+        load = targets.embedded is not None
+    if load:
+        summary = run(demo.load_demo())
+        if summary is not None:
+            typer.echo(
+                f"Demo data loaded: {summary.organizations} organizations, {summary.users} users, "
+                f"{summary.projects} projects, {summary.tasks} tasks, {summary.comments} comments"
+            )
+        typer.echo(
+            f"Demo users: {', '.join(demo.USERS)}; password: {demo.DEMO_PASSWORD}; "
+            f"organizations (X-Organization): {', '.join(demo.ORGANIZATIONS)}"
+        )
+    # Workers (and uvicorn's reloader) are separate processes: hand them the resolved URL,
+    # so they join the embedded server this process started instead of starting another.
+    os.environ["DATABASE_URL"] = targets.require_server()
+    if targets.owner_dsn is not None:
+        os.environ["MIGRATION_DATABASE_URL"] = targets.owner_dsn
+    typer.echo(f"Ready for uvicorn in {time.perf_counter() - started:.1f} s")
+    typer.echo(f"GraphiQL: http://{host}:{port}/graphql   health: http://{host}:{port}/healthz")
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.taskql_log_level,
+    )
+
+
+# -------------------------------------------------------------------------------- migrate
+
+
+@migrate_app.command("forwards")
+@clear_errors
+def migrate_forwards() -> None:
+    """Apply every pending migration, then create the coming months' audit partitions."""
+    settings = get_settings()
+    _as_owner(resolve(settings), settings)
+    run(_migrate_forwards())
+
+
+@migrate_app.command("backwards")
+@clear_errors
+def migrate_backwards(
+    to: Annotated[str, typer.Option(help="Reverse down to and including this id, or 'all'.")] = "all",
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Reverse applied migrations (destroys the data of dropped tables)."""
+    if not yes and not typer.confirm(f"Reverse migrations down to {to}?"):
+        raise typer.Exit(code=1)
+    settings = get_settings()
+    _as_owner(resolve(settings), settings)
+    run(runner.backwards(to))
+
+
+@migrate_app.command("status")
+@clear_errors
+def migrate_status() -> None:
+    """Show applied and pending migrations; exit 1 if the database does not match."""
+    targets = resolve(get_settings())
+    state = run(runner.status(targets.require_owner()))
+    for line in runner.describe(state):
+        typer.echo(line)
+    if not state.ok:
+        raise typer.Exit(code=1)
+
+
+# ------------------------------------------------------------------------------ seed-demo
+
+
+@app.command("seed-demo")
+@clear_errors
+def seed_demo() -> None:
+    """Load the demo organizations, users, projects, tasks and comments (once)."""
+    settings = get_settings()
+    DB.configure(resolve(settings).require_server(), settings)
+    summary = run(demo.load_demo())
+    if summary is None:
+        typer.echo("Demo data is already loaded.")
+    else:
+        typer.echo(f"Loaded {summary}")
+    typer.echo(f"Demo users: {', '.join(demo.USERS)}; password: {demo.DEMO_PASSWORD}")
+
+
+# ------------------------------------------------------------------------------------- db
+
+
+@db_app.command("bootstrap")
+@clear_errors
+def db_bootstrap(
+    admin_url: Annotated[str, typer.Option(help="Superuser URL of the cluster.")],
+    database: Annotated[str, typer.Option(help="Database to create (if missing).")] = "taskql",
+    owner: Annotated[str, typer.Option(help="Owner login role.")] = roles.DEFAULT_OWNER,
+    server_login: Annotated[str, typer.Option(help="Server login role.")] = roles.DEFAULT_SERVER_LOGIN,
+    owner_password: Annotated[str | None, typer.Option(envvar="TASKQL_OWNER_PASSWORD")] = None,
+    server_password: Annotated[str | None, typer.Option(envvar="TASKQL_SERVER_PASSWORD")] = None,
+) -> None:
+    """Create the owner and server roles and the database, once, as a superuser."""
+    names = roles.RoleNames(owner=owner, server_login=server_login)
+    run(roles.bootstrap(admin_url, database, names, owner_password, server_password))
+    typer.echo(f"roles {owner}, {server_login} (in {roles.SERVER_GROUP}) and database {database} ready")
+
+
+@db_app.command("drop")
+@clear_errors
+def db_drop(
+    admin_url: Annotated[str, typer.Option(help="Superuser URL of the cluster.")],
+    database: Annotated[str, typer.Option(help="Database to drop.")],
+    owner: Annotated[str | None, typer.Option(help="Also drop this owner login role.")] = None,
+    server_login: Annotated[str | None, typer.Option(help="Also drop this server login role.")] = None,
+) -> None:
+    """Drop a database (and optionally its login roles): for CI and scratch databases."""
+    names = roles.RoleNames(owner=owner, server_login=server_login) if owner and server_login else None
+    run(roles.drop_database(admin_url, database, names))
+    typer.echo(f"dropped {database}")
+
+
+@db_app.command("maintain")
+@clear_errors
+def db_maintain(
+    months_ahead: Annotated[int, typer.Option(help="Audit partitions to create ahead.")] = 3,
+    drop_before: Annotated[
+        str | None, typer.Option(help="Drop audit partitions ending on or before YYYY-MM-DD.")
+    ] = None,
+) -> None:
+    """Create the coming months' audit-log partitions; optionally drop old ones (retention)."""
+    settings = get_settings()
+    _as_owner(resolve(settings), settings)
+
+    async def maintain() -> tuple[int, int]:
+        created = await _create_partitions(months_ahead)
+        dropped = 0
+        if drop_before is not None:
+            cutoff = date.fromisoformat(drop_before)
+            connection = await DB.get_new_connection()
+            try:
+                dropped = int(await connection.fetchval("SELECT audit_logs_drop_partitions($1)", cutoff))
+            finally:
+                await connection.close()
+        return created, dropped
+
+    created, dropped = run(maintain())
+    typer.echo(f"audit_logs: {created} partition(s) created, {dropped} dropped")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(prog_name="taskql")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

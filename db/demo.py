@@ -1,0 +1,165 @@
+"""Demo data: two organizations, five users, projects, a three-level task tree, comments.
+
+Loaded through the server role and tenant transactions, exactly as the API writes: row-level
+security checks every row and the audit log records every change with its actor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from db import tables
+from db.passwords import hash_password
+from db.tenancy import TenantContext, allow_lookup, tenant_transaction
+from db.uuid7 import uuid7
+
+DEMO_PASSWORD = "taskql-demo"
+
+#: email -> display name
+USERS = {
+    "alice@acme.test": "Alice Archer",
+    "bob@acme.test": "Bob Builder",
+    "carol@example.test": "Carol Chen",
+    "dave@globex.test": "Dave Dalton",
+    "erin@globex.test": "Erin Evans",
+}
+
+#: slug -> (name, {email: role}, projects)
+ORGANIZATIONS: dict[str, tuple[str, dict[str, str], list[str]]] = {
+    "acme": (
+        "Acme Robotics",
+        {"alice@acme.test": "owner", "bob@acme.test": "admin", "carol@example.test": "member"},
+        ["Warehouse robot v2", "Website relaunch"],
+    ),
+    "globex": (
+        "Globex Research",
+        {"dave@globex.test": "owner", "erin@globex.test": "member", "carol@example.test": "viewer"},
+        ["Fusion lab notebook", "Grant application"],
+    ),
+}
+
+#: A tree three levels deep: root tasks, their subtasks, and sub-subtasks.
+TASK_TREE: list[tuple[str, list[tuple[str, list[str]]]]] = [
+    ("Plan the work", [("Write the brief", ["Collect requirements", "Review with team"]),
+                       ("Estimate", ["Break down epics"])]),
+    ("Build it", [("Prototype", ["Spike the hard part"]), ("Implement", [])]),
+    ("Ship it", [("Release notes", []), ("Announce", ["Draft the post"])]),
+]
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    users: int
+    organizations: int
+    projects: int
+    tasks: int
+    comments: int
+
+
+async def demo_loaded() -> bool:
+    first = next(iter(USERS))
+    async with tenant_transaction(TenantContext()) as tx:
+        await allow_lookup(tx, login_email=first)
+        return bool(await tables.User.exists().where(tables.User.email == first))
+
+
+async def load_demo() -> DemoSummary | None:
+    """Load the demo data unless it is there already (returns None then)."""
+    if await demo_loaded():
+        return None
+    password_hash = hash_password(DEMO_PASSWORD)
+    user_ids: dict[str, UUID] = {}
+    for email, name in USERS.items():
+        user_id = uuid7()
+        async with tenant_transaction(TenantContext(user_id=user_id)):
+            await tables.User.insert(
+                tables.User(id=user_id, email=email, display_name=name, password_hash=password_hash)
+            )
+        user_ids[email] = user_id
+
+    now = datetime.now(UTC)
+    counts = {"projects": 0, "tasks": 0, "comments": 0}
+    for slug, (org_name, members, project_names) in ORGANIZATIONS.items():
+        org_id = uuid7()
+        owner_email = next(e for e, role in members.items() if role == "owner")
+        owner = user_ids[owner_email]
+        context = TenantContext(organization_id=org_id, user_id=owner, role="owner",
+                                request_id="demo-seed")
+        edit: tables.TaskComment | None = None
+        async with tenant_transaction(context):
+            await tables.Organization.insert(tables.Organization(id=org_id, name=org_name, slug=slug))
+            await tables.OrganizationMember.insert(
+                *[
+                    tables.OrganizationMember(
+                        organization_id=org_id, user_id=user_ids[email], role=role,
+                        invited_by=None if email == owner_email else owner,
+                    )
+                    for email, role in members.items()
+                ]
+            )
+            assignees = [user_ids[e] for e, role in members.items() if role != "viewer"]
+            for p_index, project_name in enumerate(project_names):
+                project_id = uuid7()
+                await tables.Project.insert(
+                    tables.Project(
+                        id=project_id, organization_id=org_id, name=project_name,
+                        description=f"Demo project {p_index + 1} of {org_name}.", created_by=owner,
+                    )
+                )
+                counts["projects"] += 1
+                rows: list[tables.Task] = []
+                serial = 0
+
+                def task(title: str, parent: UUID | None) -> UUID:
+                    nonlocal serial
+                    serial += 1
+                    task_id = uuid7()
+                    rows.append(
+                        tables.Task(
+                            id=task_id, organization_id=org_id, project_id=project_id,
+                            parent_task_id=parent, title=title,
+                            description=f"{title} ({project_name}).",
+                            status=("done", "in_progress", "todo", "blocked")[serial % 4],
+                            priority=serial % 5,
+                            assignee_id=assignees[serial % len(assignees)] if serial % 3 else None,
+                            created_by=owner,
+                            due_date=now + timedelta(days=3 * serial) if serial % 2 else None,
+                        )
+                    )
+                    return task_id
+
+                for root_title, children in TASK_TREE:
+                    root = task(root_title, None)
+                    for child_title, grandchildren in children:
+                        child = task(child_title, root)
+                        for grandchild_title in grandchildren:
+                            task(grandchild_title, child)
+                await tables.Task.insert(*rows)
+                counts["tasks"] += len(rows)
+
+                comments = [
+                    tables.TaskComment(
+                        id=uuid7(), organization_id=org_id, task_id=row.id,
+                        author_id=assignees[(i + j) % len(assignees)],
+                        content=f"Comment {j + 1} on “{row.title}”.",
+                    )
+                    for i, row in enumerate(rows[:6])
+                    for j in range(2)
+                ]
+                await tables.TaskComment.insert(*comments)
+                counts["comments"] += len(comments)
+                edit = edit or comments[0]
+        if edit is not None:
+            # Its author edits one comment, so content_history has something to show.
+            author_context = TenantContext(
+                organization_id=org_id, user_id=edit.author_id, role="member", request_id="demo-seed"
+            )
+            async with tenant_transaction(author_context):
+                await tables.TaskComment.update(
+                    {tables.TaskComment.content: edit.content + " (edited: fixed a typo)"}
+                ).where(tables.TaskComment.id == edit.id)
+    return DemoSummary(
+        users=len(USERS), organizations=len(ORGANIZATIONS), **counts,
+    )
