@@ -115,6 +115,9 @@ CREATE FUNCTION tasks_prevent_cycle() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
+    IF NEW.parent_task_id = NEW.id THEN
+        RETURN NEW;  -- reported by the tasks_not_own_parent CHECK, which runs after us
+    END IF;
     PERFORM pg_advisory_xact_lock(hashtextextended('taskql.task_tree:' || NEW.project_id::text, 0));
     IF EXISTS (
         WITH RECURSIVE ancestors (id, parent_task_id) AS (

@@ -1,0 +1,110 @@
+"""Test database set-up: a real PostgreSQL, never a mock.
+
+Default: the embedded PostgreSQL 18, in a fresh database ``taskql_test`` created for the
+session. With ``DATABASE_URL`` and ``MIGRATION_DATABASE_URL`` set (CI's PostgreSQL 15 run),
+that database is used; it must be dedicated to the run, as the migration tests reverse
+every migration on it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+
+from db import embedded, roles
+from db.engine import DB
+from db.migrate import runner
+from db.settings import get_database_settings
+from db.targets import run_sync
+from tests.seed import Tenant, seed_tenant
+
+TEST_DATABASE = "taskql_test"
+
+
+@dataclass(frozen=True)
+class ScratchDatabase:
+    owner_dsn: str
+    server_dsn: str
+    #: Superuser URL, only on the embedded server.
+    admin_dsn: str | None
+
+    def env(self) -> dict[str, str]:
+        """Environment for a `taskql` subprocess pointed at this database."""
+        return {
+            **os.environ,
+            "DATABASE_URL": self.server_dsn,
+            "MIGRATION_DATABASE_URL": self.owner_dsn,
+        }
+
+
+async def _migrate(owner_dsn: str) -> None:
+    DB.pool = None
+    DB.configure(owner_dsn, get_database_settings())
+    await runner.forwards()
+
+
+@pytest.fixture(scope="session")
+def test_database() -> Iterator[ScratchDatabase]:
+    settings = get_database_settings()
+    if settings.embedded:
+        server = embedded.start(settings.taskql_data_dir)
+        admin = server.dsn(embedded.SUPERUSER, "postgres")
+        names = roles.RoleNames()
+        run_sync(roles.drop_database(admin, TEST_DATABASE))
+        run_sync(roles.bootstrap(admin, TEST_DATABASE, names))
+        database = ScratchDatabase(
+            owner_dsn=server.dsn(names.owner, TEST_DATABASE),
+            server_dsn=server.dsn(names.server_login, TEST_DATABASE),
+            admin_dsn=admin,
+        )
+    else:
+        if not (settings.database_url and settings.migration_database_url):
+            pytest.exit("set both DATABASE_URL and MIGRATION_DATABASE_URL, or neither", 2)
+        database = ScratchDatabase(
+            owner_dsn=settings.migration_database_url,
+            server_dsn=settings.database_url,
+            admin_dsn=None,
+        )
+    run_sync(_migrate(database.owner_dsn))
+    yield database
+
+
+@pytest.fixture(scope="session")
+async def pool(test_database: ScratchDatabase) -> AsyncIterator[asyncpg.Pool]:
+    """The engine's bounded pool, connected as the server role to the test database."""
+    DB.pool = None
+    DB.configure(test_database.server_dsn, get_database_settings())
+    await DB.start_connection_pool()
+    assert DB.pool is not None
+    yield DB.pool
+    await DB.close_connection_pool()
+
+
+@pytest.fixture
+async def owner(test_database: ScratchDatabase) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection as the owner role (still subject to the FORCEd policies)."""
+    connection = await asyncpg.connect(test_database.owner_dsn)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def server_connection(test_database: ScratchDatabase) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection as the server role, outside the pool."""
+    connection = await asyncpg.connect(test_database.server_dsn)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def tenant_a(pool: asyncpg.Pool) -> Tenant:
+    return await seed_tenant("a")
+
+
+@pytest.fixture
+async def tenant_b(pool: asyncpg.Pool) -> Tenant:
+    return await seed_tenant("b")

@@ -1,0 +1,179 @@
+"""Tenant isolation is enforced by PostgreSQL itself, as the server role."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from db import tables
+from db.engine import DB, Engine
+from db.settings import get_database_settings
+from db.tenancy import TenantContext, allow_lookup, tenant_transaction
+from db.uuid7 import uuid7
+from tests.conftest import ScratchDatabase
+from tests.seed import Tenant
+
+TENANT_TABLES = ("organization_members", "projects", "tasks", "task_comments", "audit_logs")
+
+
+async def _org_ids(table: str, context: TenantContext) -> set[object]:
+    column = "id" if table == "organizations" else "organization_id"
+    async with tenant_transaction(context) as tx:
+        rows = await tx.connection.fetch(f"SELECT DISTINCT {column} AS org FROM {table}")
+    return {r["org"] for r in rows}
+
+
+@pytest.mark.parametrize("table", [*TENANT_TABLES, "organizations"])
+async def test_each_tenant_table_shows_only_the_current_tenants_rows(
+    table: str, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    assert await _org_ids(table, tenant_a.context()) == {tenant_a.organization_id}
+    assert await _org_ids(table, tenant_b.context()) == {tenant_b.organization_id}
+
+
+@pytest.mark.parametrize("table", [*TENANT_TABLES, "organizations", "users", "sessions"])
+async def test_no_tenant_set_means_zero_rows_and_no_error(
+    table: str, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    async with tenant_transaction(TenantContext()) as tx:
+        assert await tx.connection.fetchval(f"SELECT count(*) FROM {table}") == 0
+
+
+async def test_a_plain_pooled_query_outside_any_transaction_sees_nothing(
+    tenant_a: Tenant, pool: asyncpg.Pool
+) -> None:
+    async with pool.acquire() as connection:
+        assert await connection.fetchval("SELECT count(*) FROM tasks") == 0
+        assert await connection.fetchval("SELECT current_setting('app.organization_id', true)") in (None, "")
+
+
+async def test_inserting_a_row_for_another_tenant_is_rejected(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+        async with tenant_transaction(tenant_a.context()):
+            await tables.Project.insert(
+                tables.Project(organization_id=tenant_b.organization_id, name="smuggled")
+            )
+
+
+async def test_a_task_under_another_tenants_project_is_rejected(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    # Claiming tenant A while naming B's project: the composite key finds no (A, project).
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        async with tenant_transaction(tenant_a.context()):
+            await tables.Task.insert(
+                tables.Task(organization_id=tenant_a.organization_id,
+                            project_id=tenant_b.project_id, title="cross-tenant")
+            )
+
+
+async def test_a_comment_on_another_tenants_task_is_rejected(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        async with tenant_transaction(tenant_a.context()):
+            await tables.TaskComment.insert(
+                tables.TaskComment(organization_id=tenant_a.organization_id,
+                                   task_id=tenant_b.root_task_id, content="hello")
+            )
+
+
+async def test_another_tenants_rows_cannot_be_updated_or_deleted(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    async with tenant_transaction(tenant_a.context()) as tx:
+        updated = await tx.connection.execute(
+            "UPDATE tasks SET title = 'hijacked' WHERE id = $1", tenant_b.root_task_id
+        )
+        deleted = await tx.connection.execute("DELETE FROM projects WHERE id = $1", tenant_b.project_id)
+    assert (updated, deleted) == ("UPDATE 0", "DELETE 0")
+    async with tenant_transaction(tenant_b.context()):
+        task = await tables.Task.select(tables.Task.title).where(
+            tables.Task.id == tenant_b.root_task_id
+        ).first()
+    assert task == {"title": "Root b"}
+
+
+async def test_users_see_themselves_and_members_of_the_current_tenant_only(
+    tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    async with tenant_transaction(tenant_a.context()):
+        visible = {r["id"] for r in await tables.User.select(tables.User.id)}
+    assert visible == {tenant_a.owner_id, tenant_a.member_id}
+    async with tenant_transaction(TenantContext(user_id=tenant_b.member_id)):
+        alone = {r["id"] for r in await tables.User.select(tables.User.id)}
+    assert alone == {tenant_b.member_id}
+
+
+async def test_log_in_lookup_reveals_exactly_the_named_user(tenant_a: Tenant, tenant_b: Tenant) -> None:
+    async with tenant_transaction(TenantContext()) as tx:
+        await allow_lookup(tx, login_email=tenant_a.owner_email.upper())
+        found = await tables.User.select(tables.User.id)
+    assert [r["id"] for r in found] == [tenant_a.owner_id]
+
+
+async def test_members_see_their_own_memberships_before_a_tenant_is_chosen(
+    tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    async with tenant_transaction(TenantContext(user_id=tenant_a.member_id)):
+        memberships = await tables.OrganizationMember.select(
+            tables.OrganizationMember.organization_id, tables.OrganizationMember.role
+        )
+        organizations = await tables.Organization.select(tables.Organization.id)
+    assert memberships == [{"organization_id": tenant_a.organization_id, "role": "member"}]
+    assert [o["id"] for o in organizations] == [tenant_a.organization_id]
+
+
+async def test_no_setting_survives_its_transaction_on_a_pool_of_one(
+    test_database: ScratchDatabase, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    engine = Engine()
+    engine.configure(test_database.server_dsn, get_database_settings())
+    await engine.start_connection_pool(min_size=1, max_size=1)
+    try:
+        async with tenant_transaction(tenant_a.context(), engine) as tx:
+            a_pid = tx.connection.get_server_pid()
+            a_rows = await tx.connection.fetchval("SELECT count(*) FROM tasks")
+        async with tenant_transaction(tenant_b.context(), engine) as tx:
+            b_pid = tx.connection.get_server_pid()
+            b_orgs = await tx.connection.fetch("SELECT DISTINCT organization_id FROM tasks")
+        async with tenant_transaction(TenantContext(), engine) as tx:
+            none_pid = tx.connection.get_server_pid()
+            none_rows = await tx.connection.fetchval("SELECT count(*) FROM tasks")
+            leftovers = await tx.connection.fetch(
+                "SELECT name, setting FROM pg_settings WHERE name LIKE 'app.%' AND setting <> ''"
+            )
+        assert a_pid == b_pid == none_pid  # really one connection
+        assert a_rows == 2
+        assert [r["organization_id"] for r in b_orgs] == [tenant_b.organization_id]
+        assert none_rows == 0
+        assert leftovers == []
+    finally:
+        await engine.close_connection_pool()
+
+
+async def test_concurrent_tenant_transactions_never_see_each_other(
+    tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    async def read(tenant: Tenant) -> set[object]:
+        async with tenant_transaction(tenant.context()) as tx:
+            await asyncio.sleep(0)
+            rows = await tx.connection.fetch("SELECT organization_id FROM tasks")
+        return {r["organization_id"] for r in rows}
+
+    tenants = [tenant_a, tenant_b] * 20
+    results = await asyncio.gather(*(read(t) for t in tenants))
+    for tenant, seen in zip(tenants, results, strict=True):
+        assert seen == {tenant.organization_id}
+
+
+async def test_engine_refuses_a_nested_tenant_transaction(tenant_a: Tenant) -> None:
+    from piccolo.engine.exceptions import TransactionError
+
+    with pytest.raises(TransactionError):
+        async with tenant_transaction(tenant_a.context()), tenant_transaction(tenant_a.context()):
+            pass
+    assert DB.current_transaction.get() is None
+
+
+async def test_organization_insert_needs_its_own_id_as_tenant(tenant_a: Tenant) -> None:
+    new_id = uuid7()
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with tenant_transaction(tenant_a.context()):
+            await tables.Organization.insert(tables.Organization(id=new_id, name="x", slug=f"x-{new_id.hex[-8:]}"))
