@@ -111,6 +111,8 @@ def serve(
                 raise fail("; ".join(runner.describe(state)[-3:]))
 
     DB.configure(targets.require_server(), settings)
+    version = run(DB.ping())
+    typer.echo(f"Connected as the server role to PostgreSQL {version}")
     load = demo_data if demo_data is not None else settings.taskql_demo
     if load is None:
         load = targets.embedded is not None

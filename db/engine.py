@@ -91,6 +91,14 @@ class Engine(PostgresEngine):
         except (OSError, asyncio.TimeoutError, socket.gaierror, asyncpg.PostgresError) as exc:
             raise unavailable(self.dsn, exc) from None
 
+    async def ping(self) -> str:
+        """Connect once and return the server version; raises DatabaseUnavailableError."""
+        connection = await self.get_new_connection()
+        try:
+            return str(await connection.fetchval("SELECT current_setting('server_version')"))
+        finally:
+            await connection.close()
+
     def transaction(self, allow_nested: bool = True) -> Transaction:
         return Transaction(engine=self, allow_nested=allow_nested)
 

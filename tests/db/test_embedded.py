@@ -1,0 +1,34 @@
+"""The embedded server refuses a data folder it cannot use, with a message saying why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from db import embedded
+
+
+def test_a_cluster_of_another_major_version_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "pgdata"
+    data.mkdir()
+    (data / "PG_VERSION").write_text("9\n")
+    with pytest.raises(embedded.EmbeddedPostgresError, match=r"holds a PostgreSQL 9 cluster .* PostgreSQL 1\d"):
+        embedded.start(data)
+
+
+def test_a_folder_that_is_not_a_cluster_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "pgdata"
+    data.mkdir()
+    (data / "notes.txt").write_text("not a database")
+    with pytest.raises(embedded.EmbeddedPostgresError, match="holds no PostgreSQL cluster"):
+        embedded.start(data)
+
+
+def test_a_corrupt_cluster_is_reported_with_the_server_log(tmp_path: Path) -> None:
+    data = tmp_path / "pgdata"
+    data.mkdir()
+    (data / "PG_VERSION").write_text(embedded.bundled_major_version() + "\n")
+    with pytest.raises(embedded.EmbeddedPostgresError, match="could not start the embedded PostgreSQL") as error:
+        embedded.start(data)
+    assert str(data) in str(error.value)
