@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -211,11 +212,20 @@ def db_bootstrap(
     server_login: Annotated[str, typer.Option(help="Server login role.")] = roles.DEFAULT_SERVER_LOGIN,
     owner_password: Annotated[str | None, typer.Option(envvar="TASKQL_OWNER_PASSWORD")] = None,
     server_password: Annotated[str | None, typer.Option(envvar="TASKQL_SERVER_PASSWORD")] = None,
+    print_env: Annotated[
+        bool, typer.Option("--print-env", help="Print DATABASE_URL and MIGRATION_DATABASE_URL.")
+    ] = False,
 ) -> None:
     """Create the owner and server roles and the database, once, as a superuser."""
     names = roles.RoleNames(owner=owner, server_login=server_login)
     run(roles.bootstrap(admin_url, database, names, owner_password, server_password))
-    typer.echo(f"roles {owner}, {server_login} (in {roles.SERVER_GROUP}) and database {database} ready")
+    if print_env:
+        server_url = roles.role_url(admin_url, server_login, server_password, database)
+        owner_url = roles.role_url(admin_url, owner, owner_password, database)
+        typer.echo(f"export DATABASE_URL={shlex.quote(server_url)}")
+        typer.echo(f"export MIGRATION_DATABASE_URL={shlex.quote(owner_url)}")
+    else:
+        typer.echo(f"roles {owner}, {server_login} (in {roles.SERVER_GROUP}) and database {database} ready")
 
 
 @db_app.command("drop")

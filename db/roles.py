@@ -12,6 +12,7 @@ name is fixed because migrations grant to it.
 from __future__ import annotations
 
 import re
+from urllib.parse import quote, urlsplit, urlunsplit
 from dataclasses import dataclass
 
 import asyncpg
@@ -34,6 +35,17 @@ class RoleNames:
         for name in (self.owner, self.server_login):
             if not _IDENTIFIER.match(name):
                 raise ValueError(f"invalid role name {name!r}: use lower-case letters, digits, _")
+
+
+def role_url(admin_url: str, user: str, password: str | None, database: str) -> str:
+    """``admin_url`` with another user, password and database (same host, port, options)."""
+    parts = urlsplit(admin_url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    credentials = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+    netloc = f"{credentials}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, "/" + quote(database), parts.query, ""))
 
 
 async def _exists(conn: asyncpg.Connection, role: str) -> bool:

@@ -9,10 +9,17 @@ import sys
 import pytest
 
 
-def taskql(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def taskql(*args: str, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI; ``env`` values override the environment, None removes a variable."""
+    environment = dict(os.environ)
+    for name, value in (env or {}).items():
+        if value is None:
+            environment.pop(name, None)
+        else:
+            environment[name] = value
     return subprocess.run(
         [sys.executable, "-m", "api.cli", *args],
-        env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=60, check=False,
+        env=environment, capture_output=True, text=True, timeout=60, check=False,
     )
 
 
@@ -47,7 +54,10 @@ def test_an_unreachable_database_is_one_clear_line(url: str, cause: str, command
 
 
 def test_serving_without_the_server_url_says_which_variable_is_missing() -> None:
-    result = taskql("seed-demo", env={"MIGRATION_DATABASE_URL": "postgresql://x@127.0.0.1:9/x"})
+    result = taskql(
+        "seed-demo",
+        env={"DATABASE_URL": None, "MIGRATION_DATABASE_URL": "postgresql://x@127.0.0.1:9/x"},
+    )
     assert result.returncode == 1
     assert "DATABASE_URL is not set" in result.stderr
     assert "Traceback" not in result.stderr
