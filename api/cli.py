@@ -6,7 +6,6 @@ import asyncio
 import functools
 import os
 import shlex
-import sys
 import time
 from collections.abc import Callable, Coroutine
 from datetime import date
@@ -22,10 +21,14 @@ from db.errors import DatabaseError, describe_target
 from db.migrate import runner
 from db.targets import Targets, resolve
 
-app = typer.Typer(help="taskql: multi-tenant work management, GraphQL on PostgreSQL.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
-migrate_app = typer.Typer(help="Apply, reverse and inspect schema migrations (owner role).",
-                          no_args_is_help=True)
+app = typer.Typer(
+    help="taskql: multi-tenant work management, GraphQL on PostgreSQL.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+migrate_app = typer.Typer(
+    help="Apply, reverse and inspect schema migrations (owner role).", no_args_is_help=True
+)
 db_app = typer.Typer(help="Database administration: roles, partitions.", no_args_is_help=True)
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(db_app, name="db")
@@ -47,7 +50,9 @@ def clear_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except (DatabaseError, RuntimeError, ValueError, asyncpg.PostgresError) as exc:
-            raise fail(str(exc).splitlines()[0] if isinstance(exc, asyncpg.PostgresError) else str(exc)) from None
+            raise fail(
+                str(exc).splitlines()[0] if isinstance(exc, asyncpg.PostgresError) else str(exc)
+            ) from None
 
     return wrapper
 
@@ -64,7 +69,9 @@ def _as_owner(targets: Targets, settings: Settings) -> None:
 async def _create_partitions(months_ahead: int) -> int:
     connection = await DB.get_new_connection()
     try:
-        return int(await connection.fetchval("SELECT audit_logs_create_partitions($1)", months_ahead))
+        return int(
+            await connection.fetchval("SELECT audit_logs_create_partitions($1)", months_ahead)
+        )
     finally:
         await connection.close()
 
@@ -160,7 +167,9 @@ def migrate_forwards() -> None:
 @migrate_app.command("backwards")
 @clear_errors
 def migrate_backwards(
-    to: Annotated[str, typer.Option(help="Reverse down to and including this id, or 'all'.")] = "all",
+    to: Annotated[
+        str, typer.Option(help="Reverse down to and including this id, or 'all'.")
+    ] = "all",
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Reverse applied migrations (destroys the data of dropped tables)."""
@@ -209,7 +218,9 @@ def db_bootstrap(
     admin_url: Annotated[str, typer.Option(help="Superuser URL of the cluster.")],
     database: Annotated[str, typer.Option(help="Database to create (if missing).")] = "taskql",
     owner: Annotated[str, typer.Option(help="Owner login role.")] = roles.DEFAULT_OWNER,
-    server_login: Annotated[str, typer.Option(help="Server login role.")] = roles.DEFAULT_SERVER_LOGIN,
+    server_login: Annotated[
+        str, typer.Option(help="Server login role.")
+    ] = roles.DEFAULT_SERVER_LOGIN,
     owner_password: Annotated[str | None, typer.Option(envvar="TASKQL_OWNER_PASSWORD")] = None,
     server_password: Annotated[str | None, typer.Option(envvar="TASKQL_SERVER_PASSWORD")] = None,
     print_env: Annotated[
@@ -225,7 +236,9 @@ def db_bootstrap(
         typer.echo(f"export DATABASE_URL={shlex.quote(server_url)}")
         typer.echo(f"export MIGRATION_DATABASE_URL={shlex.quote(owner_url)}")
     else:
-        typer.echo(f"roles {owner}, {server_login} (in {roles.SERVER_GROUP}) and database {database} ready")
+        typer.echo(
+            f"roles {owner}, {server_login} (in {roles.SERVER_GROUP}) and database {database} ready"
+        )
 
 
 @db_app.command("drop")
@@ -234,10 +247,14 @@ def db_drop(
     admin_url: Annotated[str, typer.Option(help="Superuser URL of the cluster.")],
     database: Annotated[str, typer.Option(help="Database to drop.")],
     owner: Annotated[str | None, typer.Option(help="Also drop this owner login role.")] = None,
-    server_login: Annotated[str | None, typer.Option(help="Also drop this server login role.")] = None,
+    server_login: Annotated[
+        str | None, typer.Option(help="Also drop this server login role.")
+    ] = None,
 ) -> None:
     """Drop a database (and optionally its login roles): for CI and scratch databases."""
-    names = roles.RoleNames(owner=owner, server_login=server_login) if owner and server_login else None
+    names = (
+        roles.RoleNames(owner=owner, server_login=server_login) if owner and server_login else None
+    )
     run(roles.drop_database(admin_url, database, names))
     typer.echo(f"dropped {database}")
 
@@ -261,7 +278,9 @@ def db_maintain(
             cutoff = date.fromisoformat(drop_before)
             connection = await DB.get_new_connection()
             try:
-                dropped = int(await connection.fetchval("SELECT audit_logs_drop_partitions($1)", cutoff))
+                dropped = int(
+                    await connection.fetchval("SELECT audit_logs_drop_partitions($1)", cutoff)
+                )
             finally:
                 await connection.close()
         return created, dropped
@@ -275,4 +294,4 @@ def main() -> None:  # pragma: no cover - console entry point
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -42,8 +42,13 @@ ORGANIZATIONS: dict[str, tuple[str, dict[str, str], list[str]]] = {
 
 #: A tree three levels deep: root tasks, their subtasks, and sub-subtasks.
 TASK_TREE: list[tuple[str, list[tuple[str, list[str]]]]] = [
-    ("Plan the work", [("Write the brief", ["Collect requirements", "Review with team"]),
-                       ("Estimate", ["Break down epics"])]),
+    (
+        "Plan the work",
+        [
+            ("Write the brief", ["Collect requirements", "Review with team"]),
+            ("Estimate", ["Break down epics"]),
+        ],
+    ),
     ("Build it", [("Prototype", ["Spike the hard part"]), ("Implement", [])]),
     ("Ship it", [("Release notes", []), ("Announce", ["Draft the post"])]),
 ]
@@ -56,6 +61,46 @@ class DemoSummary:
     projects: int
     tasks: int
     comments: int
+
+
+def _task_tree(
+    org_id: UUID,
+    project_id: UUID,
+    project_name: str,
+    owner: UUID,
+    assignees: list[UUID],
+    now: datetime,
+) -> list[tables.Task]:
+    """The rows of TASK_TREE for one project, parents before children, varied attributes."""
+    rows: list[tables.Task] = []
+
+    def add(title: str, parent: UUID | None) -> UUID:
+        serial = len(rows) + 1
+        task_id = uuid7()
+        rows.append(
+            tables.Task(
+                id=task_id,
+                organization_id=org_id,
+                project_id=project_id,
+                parent_task_id=parent,
+                title=title,
+                description=f"{title} ({project_name}).",
+                status=("done", "in_progress", "todo", "blocked")[serial % 4],
+                priority=serial % 5,
+                assignee_id=assignees[serial % len(assignees)] if serial % 3 else None,
+                created_by=owner,
+                due_date=now + timedelta(days=3 * serial) if serial % 2 else None,
+            )
+        )
+        return task_id
+
+    for root_title, children in TASK_TREE:
+        root = add(root_title, None)
+        for child_title, grandchildren in children:
+            child = add(child_title, root)
+            for grandchild_title in grandchildren:
+                add(grandchild_title, child)
+    return rows
 
 
 async def demo_loaded() -> bool:
@@ -85,15 +130,20 @@ async def load_demo() -> DemoSummary | None:
         org_id = uuid7()
         owner_email = next(e for e, role in members.items() if role == "owner")
         owner = user_ids[owner_email]
-        context = TenantContext(organization_id=org_id, user_id=owner, role="owner",
-                                request_id="demo-seed")
+        context = TenantContext(
+            organization_id=org_id, user_id=owner, role="owner", request_id="demo-seed"
+        )
         edit: tables.TaskComment | None = None
         async with tenant_transaction(context):
-            await tables.Organization.insert(tables.Organization(id=org_id, name=org_name, slug=slug))
+            await tables.Organization.insert(
+                tables.Organization(id=org_id, name=org_name, slug=slug)
+            )
             await tables.OrganizationMember.insert(
                 *[
                     tables.OrganizationMember(
-                        organization_id=org_id, user_id=user_ids[email], role=role,
+                        organization_id=org_id,
+                        user_id=user_ids[email],
+                        role=role,
                         invited_by=None if email == owner_email else owner,
                     )
                     for email, role in members.items()
@@ -104,44 +154,23 @@ async def load_demo() -> DemoSummary | None:
                 project_id = uuid7()
                 await tables.Project.insert(
                     tables.Project(
-                        id=project_id, organization_id=org_id, name=project_name,
-                        description=f"Demo project {p_index + 1} of {org_name}.", created_by=owner,
+                        id=project_id,
+                        organization_id=org_id,
+                        name=project_name,
+                        description=f"Demo project {p_index + 1} of {org_name}.",
+                        created_by=owner,
                     )
                 )
                 counts["projects"] += 1
-                rows: list[tables.Task] = []
-                serial = 0
-
-                def task(title: str, parent: UUID | None) -> UUID:
-                    nonlocal serial
-                    serial += 1
-                    task_id = uuid7()
-                    rows.append(
-                        tables.Task(
-                            id=task_id, organization_id=org_id, project_id=project_id,
-                            parent_task_id=parent, title=title,
-                            description=f"{title} ({project_name}).",
-                            status=("done", "in_progress", "todo", "blocked")[serial % 4],
-                            priority=serial % 5,
-                            assignee_id=assignees[serial % len(assignees)] if serial % 3 else None,
-                            created_by=owner,
-                            due_date=now + timedelta(days=3 * serial) if serial % 2 else None,
-                        )
-                    )
-                    return task_id
-
-                for root_title, children in TASK_TREE:
-                    root = task(root_title, None)
-                    for child_title, grandchildren in children:
-                        child = task(child_title, root)
-                        for grandchild_title in grandchildren:
-                            task(grandchild_title, child)
+                rows = _task_tree(org_id, project_id, project_name, owner, assignees, now)
                 await tables.Task.insert(*rows)
                 counts["tasks"] += len(rows)
 
                 comments = [
                     tables.TaskComment(
-                        id=uuid7(), organization_id=org_id, task_id=row.id,
+                        id=uuid7(),
+                        organization_id=org_id,
+                        task_id=row.id,
                         author_id=assignees[(i + j) % len(assignees)],
                         content=f"Comment {j + 1} on “{row.title}”.",
                     )
@@ -154,12 +183,17 @@ async def load_demo() -> DemoSummary | None:
         if edit is not None:
             # Its author edits one comment, so content_history has something to show.
             author_context = TenantContext(
-                organization_id=org_id, user_id=edit.author_id, role="member", request_id="demo-seed"
+                organization_id=org_id,
+                user_id=edit.author_id,
+                role="member",
+                request_id="demo-seed",
             )
             async with tenant_transaction(author_context):
                 await tables.TaskComment.update(
                     {tables.TaskComment.content: edit.content + " (edited: fixed a typo)"}
                 ).where(tables.TaskComment.id == edit.id)
     return DemoSummary(
-        users=len(USERS), organizations=len(ORGANIZATIONS), **counts,
+        users=len(USERS),
+        organizations=len(ORGANIZATIONS),
+        **counts,
     )

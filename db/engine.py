@@ -8,7 +8,6 @@ the server role for the API.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from typing import Any
 
@@ -29,7 +28,7 @@ class Transaction(PostgresTransaction):
             return await self.engine.get_new_connection()
         try:
             return await self.engine.pool.acquire(timeout=self.engine.acquire_timeout)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise PoolTimeoutError(
                 f"no database connection free within {self.engine.acquire_timeout:g} s "
                 f"(pool max size {self.engine.pool.get_max_size()})"
@@ -76,7 +75,7 @@ class Engine(PostgresEngine):
             raise RuntimeError("db.engine.DB is not configured: call DB.configure() first")
         try:
             return await asyncpg.connect(**self.config)
-        except (OSError, asyncio.TimeoutError, socket.gaierror, asyncpg.PostgresError) as exc:
+        except (TimeoutError, OSError, socket.gaierror, asyncpg.PostgresError) as exc:
             raise unavailable(self.dsn, exc) from None
 
     async def start_connection_pool(self, **kwargs: Any) -> None:
@@ -88,7 +87,7 @@ class Engine(PostgresEngine):
         options.update(kwargs)
         try:
             await super().start_connection_pool(**options)
-        except (OSError, asyncio.TimeoutError, socket.gaierror, asyncpg.PostgresError) as exc:
+        except (TimeoutError, OSError, socket.gaierror, asyncpg.PostgresError) as exc:
             raise unavailable(self.dsn, exc) from None
 
     async def ping(self) -> str:

@@ -44,7 +44,9 @@ def unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailableError:
         cause = "connection refused (is PostgreSQL running and listening there?)"
     elif isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         cause = "timed out while connecting"
-    elif isinstance(exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError):
+    elif isinstance(
+        exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
+    ):
         cause = f"authentication failed: {exc}"
     elif isinstance(exc, asyncpg.InvalidCatalogNameError):
         cause = f"database does not exist: {exc}"

@@ -12,8 +12,8 @@ name is fixed because migrations grant to it.
 from __future__ import annotations
 
 import re
-from urllib.parse import quote, urlsplit, urlunsplit
 from dataclasses import dataclass
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -73,7 +73,9 @@ async def bootstrap(
     try:
         if not await _exists(conn, SERVER_GROUP):
             await _execute_formatted(
-                conn, "CREATE ROLE %I NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS", SERVER_GROUP
+                conn,
+                "CREATE ROLE %I NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS",
+                SERVER_GROUP,
             )
         if not await _exists(conn, roles.owner):
             await _execute_formatted(

@@ -69,7 +69,8 @@ async def tenant_transaction(
     Piccolo queries run inside the block use this transaction's connection. Leaving the
     block commits; an exception rolls back. Nesting is refused: a request has one transaction.
     """
-    async with engine.transaction(allow_nested=False) as transaction:
+    transaction = engine.transaction(allow_nested=False)
+    async with transaction:
         await transaction.connection.execute(SET_CONTEXT_SQL, *context.parameters())
         yield transaction
 

@@ -18,7 +18,12 @@ TOKEN_HASH = "(SELECT decode(NULLIF(current_setting('app.session_token_hash', tr
 
 TENANT_TABLES = ("projects", "tasks", "task_comments")
 ALL_TABLES = (
-    "users", "sessions", "organizations", "organization_members", *TENANT_TABLES, "audit_logs",
+    "users",
+    "sessions",
+    "organizations",
+    "organization_members",
+    *TENANT_TABLES,
+    "audit_logs",
 )
 
 FORWARDS = (

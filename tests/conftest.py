@@ -9,7 +9,7 @@ every migration on it.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -48,7 +48,7 @@ async def _migrate(owner_dsn: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def test_database() -> Iterator[ScratchDatabase]:
+def test_database() -> ScratchDatabase:
     settings = get_database_settings()
     if settings.embedded:
         server = embedded.start(settings.taskql_data_dir)
@@ -70,7 +70,7 @@ def test_database() -> Iterator[ScratchDatabase]:
             admin_dsn=None,
         )
     run_sync(_migrate(database.owner_dsn))
-    yield database
+    return database
 
 
 @pytest.fixture(scope="session")

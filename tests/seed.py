@@ -22,7 +22,9 @@ class Tenant:
     child_task_id: UUID
     comment_id: UUID
 
-    def context(self, *, user_id: UUID | None = None, role: str = "owner", **extra: str) -> TenantContext:
+    def context(
+        self, *, user_id: UUID | None = None, role: str = "owner", **extra: str
+    ) -> TenantContext:
         return TenantContext(
             organization_id=self.organization_id,
             user_id=user_id or self.owner_id,
@@ -57,21 +59,45 @@ async def seed_tenant(label: str) -> Tenant:
             tables.OrganizationMember(organization_id=org_id, user_id=member_id, role="member"),
         )
         await tables.Project.insert(
-            tables.Project(id=project_id, organization_id=org_id, name=f"Project {label}",
-                           created_by=owner_id)
+            tables.Project(
+                id=project_id, organization_id=org_id, name=f"Project {label}", created_by=owner_id
+            )
         )
         await tables.Task.insert(
-            tables.Task(id=root_id, organization_id=org_id, project_id=project_id,
-                        title=f"Root {label}", created_by=owner_id, assignee_id=member_id),
-            tables.Task(id=child_id, organization_id=org_id, project_id=project_id,
-                        parent_task_id=root_id, title=f"Child {label}", created_by=owner_id),
+            tables.Task(
+                id=root_id,
+                organization_id=org_id,
+                project_id=project_id,
+                title=f"Root {label}",
+                created_by=owner_id,
+                assignee_id=member_id,
+            ),
+            tables.Task(
+                id=child_id,
+                organization_id=org_id,
+                project_id=project_id,
+                parent_task_id=root_id,
+                title=f"Child {label}",
+                created_by=owner_id,
+            ),
         )
         await tables.TaskComment.insert(
-            tables.TaskComment(id=comment_id, organization_id=org_id, task_id=root_id,
-                               author_id=member_id, content=f"Comment {label}")
+            tables.TaskComment(
+                id=comment_id,
+                organization_id=org_id,
+                task_id=root_id,
+                author_id=member_id,
+                content=f"Comment {label}",
+            )
         )
     return Tenant(
-        organization_id=org_id, slug=slug, owner_id=owner_id, member_id=member_id,
-        owner_email=owner_email, project_id=project_id, root_task_id=root_id,
-        child_task_id=child_id, comment_id=comment_id,
+        organization_id=org_id,
+        slug=slug,
+        owner_id=owner_id,
+        member_id=member_id,
+        owner_email=owner_email,
+        project_id=project_id,
+        root_task_id=root_id,
+        child_task_id=child_id,
+        comment_id=comment_id,
     )

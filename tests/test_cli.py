@@ -9,7 +9,9 @@ import sys
 import pytest
 
 
-def taskql(*args: str, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
+def taskql(
+    *args: str, env: dict[str, str | None] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the CLI; ``env`` values override the environment, None removes a variable."""
     environment = dict(os.environ)
     for name, value in (env or {}).items():
@@ -19,14 +21,28 @@ def taskql(*args: str, env: dict[str, str | None] | None = None) -> subprocess.C
             environment[name] = value
     return subprocess.run(
         [sys.executable, "-m", "api.cli", *args],
-        env=environment, capture_output=True, text=True, timeout=60, check=False,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["serve"], ["migrate"], ["migrate", "forwards"], ["migrate", "backwards"],
-     ["migrate", "status"], ["seed-demo"], ["db", "bootstrap"], ["db", "maintain"], ["db", "drop"]],
+    [
+        [],
+        ["serve"],
+        ["migrate"],
+        ["migrate", "forwards"],
+        ["migrate", "backwards"],
+        ["migrate", "status"],
+        ["seed-demo"],
+        ["db", "bootstrap"],
+        ["db", "maintain"],
+        ["db", "drop"],
+    ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
     result = taskql(*command, "--help")
@@ -42,14 +58,18 @@ def test_every_command_has_help(command: list[str]) -> None:
     ],
 )
 @pytest.mark.parametrize("command", [["migrate", "status"], ["serve"], ["seed-demo"]])
-def test_an_unreachable_database_is_one_clear_line(url: str, cause: str, command: list[str]) -> None:
+def test_an_unreachable_database_is_one_clear_line(
+    url: str, cause: str, command: list[str]
+) -> None:
     result = taskql(*command, env={"DATABASE_URL": url, "MIGRATION_DATABASE_URL": url})
     assert result.returncode == 1
     assert "Traceback" not in result.stderr + result.stdout
     error_lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(error_lines) == 1, result.stderr
     host = url.split("@")[1].split("/")[0]
-    assert error_lines[0].startswith(f"taskql: error: cannot connect to PostgreSQL at {host}/taskql")
+    assert error_lines[0].startswith(
+        f"taskql: error: cannot connect to PostgreSQL at {host}/taskql"
+    )
     assert cause in error_lines[0]
 
 

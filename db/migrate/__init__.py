@@ -33,7 +33,9 @@ def sql_migration(
     migration_id: str, description: str, forwards_sql: str, backwards_sql: str
 ) -> MigrationManager:
     """A migration that runs ``forwards_sql`` (or ``backwards_sql``) in one transaction."""
-    manager = MigrationManager(migration_id=migration_id, app_name="taskql", description=description)
+    manager = MigrationManager(
+        migration_id=migration_id, app_name="taskql", description=description
+    )
 
     async def run_forwards() -> None:
         await execute(forwards_sql)

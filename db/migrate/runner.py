@@ -21,7 +21,9 @@ from db.errors import MigrationStateError, unavailable
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "piccolo_migrations"
 APP_NAME = "taskql"
-_CREATE_TABLE = re.compile(r"^\s*CREATE TABLE (?:IF NOT EXISTS )?(\w+)", re.MULTILINE | re.IGNORECASE)
+_CREATE_TABLE = re.compile(
+    r"^\s*CREATE TABLE (?:IF NOT EXISTS )?(\w+)", re.MULTILINE | re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ class MigrationStatus:
 
 def _load(path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"piccolo_migrations.{path.stem}", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -125,8 +128,12 @@ async def status(owner_dsn: str) -> MigrationStatus:
 def describe(result: MigrationStatus) -> list[str]:
     lines = [f"applied  {m}" for m in result.applied]
     lines += [f"pending  {m}" for m in result.pending]
-    lines += [f"UNKNOWN  {m} (recorded in the database, not in this checkout)" for m in result.unknown]
-    lines += [f"ORDER    {m} is pending but older than an applied migration" for m in result.out_of_order]
+    lines += [
+        f"UNKNOWN  {m} (recorded in the database, not in this checkout)" for m in result.unknown
+    ]
+    lines += [
+        f"ORDER    {m} is pending but older than an applied migration" for m in result.out_of_order
+    ]
     lines += [f"PROBLEM  {p}" for p in result.problems]
     if result.up_to_date:
         lines.append("database is up to date")

@@ -29,7 +29,9 @@ async def test_healthz_reports_the_database_and_the_pool(client: httpx.AsyncClie
 async def test_graphql_answers_with_the_postgres_version(
     client: httpx.AsyncClient, server_connection: asyncpg.Connection
 ) -> None:
-    response = await client.post("/graphql", json={"query": "{ health { database postgresVersion } }"})
+    response = await client.post(
+        "/graphql", json={"query": "{ health { database postgresVersion } }"}
+    )
     assert response.status_code == 200
     version = await server_connection.fetchval("SHOW server_version")
     assert response.json() == {"data": {"health": {"database": True, "postgresVersion": version}}}

@@ -21,10 +21,15 @@ def _month_start(months_ahead: int) -> datetime:
     return datetime(now.year + year, month + 1, 1, tzinfo=UTC)
 
 
-async def test_audit_rows_carry_actor_request_ip_and_user_agent(tenant_a: Tenant, tenant_b: Tenant) -> None:
+async def test_audit_rows_carry_actor_request_ip_and_user_agent(
+    tenant_a: Tenant, tenant_b: Tenant
+) -> None:
     context = tenant_a.context(
-        user_id=tenant_a.member_id, role="member", request_id="req-123",
-        client_ip="203.0.113.7", user_agent="pytest/1.0",
+        user_id=tenant_a.member_id,
+        role="member",
+        request_id="req-123",
+        client_ip="203.0.113.7",
+        user_agent="pytest/1.0",
     )
     async with tenant_transaction(context) as tx:
         await tx.connection.execute(
@@ -37,7 +42,11 @@ async def test_audit_rows_carry_actor_request_ip_and_user_agent(tenant_a: Tenant
         )
     assert row["actor_id"] == tenant_a.member_id
     assert (row["action"], row["entity_type"]) == ("update", "tasks")
-    assert (row["request_id"], row["ip"], row["user_agent"]) == ("req-123", "203.0.113.7", "pytest/1.0")
+    assert (row["request_id"], row["ip"], row["user_agent"]) == (
+        "req-123",
+        "203.0.113.7",
+        "pytest/1.0",
+    )
     changes = json.loads(row["changes"])
     assert changes == {
         "before": {"title": "Root a", "priority": 0},
@@ -47,7 +56,9 @@ async def test_audit_rows_carry_actor_request_ip_and_user_agent(tenant_a: Tenant
 
 async def test_inserts_and_deletes_are_audited_and_a_no_op_update_is_not(tenant_a: Tenant) -> None:
     async with tenant_transaction(tenant_a.context()) as tx:
-        await tx.connection.execute("UPDATE tasks SET title = title WHERE id = $1", tenant_a.child_task_id)
+        await tx.connection.execute(
+            "UPDATE tasks SET title = title WHERE id = $1", tenant_a.child_task_id
+        )
         await tx.connection.execute("DELETE FROM tasks WHERE id = $1", tenant_a.child_task_id)
         actions = [
             r["action"]
@@ -59,10 +70,15 @@ async def test_inserts_and_deletes_are_audited_and_a_no_op_update_is_not(tenant_
     assert actions == ["insert", "delete"]
 
 
-async def test_each_tenant_reads_only_its_own_audit_rows(tenant_a: Tenant, tenant_b: Tenant) -> None:
+async def test_each_tenant_reads_only_its_own_audit_rows(
+    tenant_a: Tenant, tenant_b: Tenant
+) -> None:
     for tenant, other in ((tenant_a, tenant_b), (tenant_b, tenant_a)):
         async with tenant_transaction(tenant.context()):
-            ids = {r["organization_id"] for r in await tables.AuditLog.select(tables.AuditLog.organization_id)}
+            ids = {
+                r["organization_id"]
+                for r in await tables.AuditLog.select(tables.AuditLog.organization_id)
+            }
             foreign = await tables.AuditLog.count().where(
                 tables.AuditLog.entity_id == other.root_task_id
             )
@@ -99,12 +115,16 @@ async def _insert_dated(owner: asyncpg.Connection, tenant: Tenant, created_at: d
             await owner.fetchval(
                 "INSERT INTO audit_logs (organization_id, action, entity_type, entity_id, changes, "
                 "created_at) VALUES ($1, 'insert', 'tasks', $2, '{}', $3) RETURNING tableoid::regclass::text",
-                tenant.organization_id, uuid7(), created_at,
+                tenant.organization_id,
+                uuid7(),
+                created_at,
             )
         )
 
 
-async def test_a_row_dated_next_month_lands_in_its_partition(owner: asyncpg.Connection, tenant_a: Tenant) -> None:
+async def test_a_row_dated_next_month_lands_in_its_partition(
+    owner: asyncpg.Connection, tenant_a: Tenant
+) -> None:
     next_month = _month_start(1) + timedelta(days=3)
     partition = await _insert_dated(owner, tenant_a, next_month)
     assert partition == f"audit_logs_y{next_month:%Y}m{next_month:%m}"

@@ -30,9 +30,13 @@ async def test_a_task_cannot_move_under_its_descendant(tenant_a: Tenant, tenant_
     grandchild = uuid7()
     async with tenant_transaction(tenant_a.context()):
         await tables.Task.insert(
-            tables.Task(id=grandchild, organization_id=tenant_a.organization_id,
-                        project_id=tenant_a.project_id, parent_task_id=tenant_a.child_task_id,
-                        title="Grandchild")
+            tables.Task(
+                id=grandchild,
+                organization_id=tenant_a.organization_id,
+                project_id=tenant_a.project_id,
+                parent_task_id=tenant_a.child_task_id,
+                title="Grandchild",
+            )
         )
     for descendant in (tenant_a.child_task_id, grandchild):
         with pytest.raises(asyncpg.CheckViolationError, match="own descendant") as error:
@@ -41,9 +45,11 @@ async def test_a_task_cannot_move_under_its_descendant(tenant_a: Tenant, tenant_
     # A legal move still works, and the tree is unchanged by the refused ones.
     await _move(tenant_a, grandchild, tenant_a.root_task_id)
     async with tenant_transaction(tenant_a.context()):
-        root = await tables.Task.select(tables.Task.parent_task_id).where(
-            tables.Task.id == tenant_a.root_task_id
-        ).first()
+        root = (
+            await tables.Task.select(tables.Task.parent_task_id)
+            .where(tables.Task.id == tenant_a.root_task_id)
+            .first()
+        )
     assert root == {"parent_task_id": None}
 
 
@@ -56,8 +62,12 @@ async def test_a_parent_must_be_in_the_same_project(tenant_a: Tenant) -> None:
     with pytest.raises(asyncpg.ForeignKeyViolationError, match="tasks_parent_fkey"):
         async with tenant_transaction(tenant_a.context()):
             await tables.Task.insert(
-                tables.Task(organization_id=tenant_a.organization_id, project_id=other_project,
-                            parent_task_id=tenant_a.root_task_id, title="Orphan")
+                tables.Task(
+                    organization_id=tenant_a.organization_id,
+                    project_id=other_project,
+                    parent_task_id=tenant_a.root_task_id,
+                    title="Orphan",
+                )
             )
 
 
@@ -68,9 +78,18 @@ async def test_email_is_unique_whatever_its_case(tenant_a: Tenant) -> None:
 
 @pytest.mark.parametrize(
     "email",
-    ["no-at-sign.example.test", "two@@example.test", "pipe@exa|mple.test", "a@b", "a@b.c",
-     "space in@example.test", ".lead@example.test", "dots..twice@example.test", "a@-x.test",
-     "x" * 250 + "@example.test"],
+    [
+        "no-at-sign.example.test",
+        "two@@example.test",
+        "pipe@exa|mple.test",
+        "a@b",
+        "a@b.c",
+        "space in@example.test",
+        ".lead@example.test",
+        "dots..twice@example.test",
+        "a@-x.test",
+        "x" * 250 + "@example.test",
+    ],
 )
 async def test_malformed_emails_are_rejected(email: str, pool: object) -> None:
     with pytest.raises(asyncpg.CheckViolationError, match="users_email_format"):
@@ -140,15 +159,19 @@ async def test_the_check_holds_even_without_the_trigger(
         await transaction.rollback()
 
 
-def SET_CONTEXT(tenant: Tenant) -> tuple[str, ...]:  # noqa: N802
+def SET_CONTEXT(tenant: Tenant) -> tuple[str, ...]:
     return (SET_CONTEXT_SQL, *tenant.context().parameters())
 
 
-async def test_the_assignee_must_be_a_member_of_the_tenant(tenant_a: Tenant, tenant_b: Tenant) -> None:
+async def test_the_assignee_must_be_a_member_of_the_tenant(
+    tenant_a: Tenant, tenant_b: Tenant
+) -> None:
     with pytest.raises(asyncpg.ForeignKeyViolationError, match="tasks_assignee_fkey"):
         async with tenant_transaction(tenant_a.context()) as tx:
             await tx.connection.execute(
-                "UPDATE tasks SET assignee_id = $2 WHERE id = $1", tenant_a.root_task_id, tenant_b.member_id
+                "UPDATE tasks SET assignee_id = $2 WHERE id = $1",
+                tenant_a.root_task_id,
+                tenant_b.member_id,
             )
 
 
@@ -156,7 +179,8 @@ async def test_removing_a_member_unassigns_their_tasks(tenant_a: Tenant, tenant_
     async with tenant_transaction(tenant_a.context()) as tx:
         await tx.connection.execute(
             "DELETE FROM organization_members WHERE organization_id = $1 AND user_id = $2",
-            tenant_a.organization_id, tenant_a.member_id,
+            tenant_a.organization_id,
+            tenant_a.member_id,
         )
         assignee = await tx.connection.fetchval(
             "SELECT assignee_id FROM tasks WHERE id = $1", tenant_a.root_task_id

@@ -13,7 +13,9 @@ def test_a_cluster_of_another_major_version_is_refused(tmp_path: Path) -> None:
     data = tmp_path / "pgdata"
     data.mkdir()
     (data / "PG_VERSION").write_text("9\n")
-    with pytest.raises(embedded.EmbeddedPostgresError, match=r"holds a PostgreSQL 9 cluster .* PostgreSQL 1\d"):
+    with pytest.raises(
+        embedded.EmbeddedPostgresError, match=r"holds a PostgreSQL 9 cluster .* PostgreSQL 1\d"
+    ):
         embedded.start(data)
 
 
@@ -29,6 +31,8 @@ def test_a_corrupt_cluster_is_reported_with_the_server_log(tmp_path: Path) -> No
     data = tmp_path / "pgdata"
     data.mkdir()
     (data / "PG_VERSION").write_text(embedded.bundled_major_version() + "\n")
-    with pytest.raises(embedded.EmbeddedPostgresError, match="could not start the embedded PostgreSQL") as error:
+    with pytest.raises(
+        embedded.EmbeddedPostgresError, match="could not start the embedded PostgreSQL"
+    ) as error:
         embedded.start(data)
     assert str(data) in str(error.value)

@@ -39,7 +39,9 @@ CATALOG = {
 async def catalog(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
     connection = await asyncpg.connect(dsn)
     try:
-        return {name: [tuple(r) for r in await connection.fetch(sql)] for name, sql in CATALOG.items()}
+        return {
+            name: [tuple(r) for r in await connection.fetch(sql)] for name, sql in CATALOG.items()
+        }
     finally:
         await connection.close()
 
@@ -47,7 +49,11 @@ async def catalog(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
 def taskql(database: ScratchDatabase, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "api.cli", *args],
-        env=database.env(), capture_output=True, text=True, timeout=120, check=False,
+        env=database.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -72,7 +78,6 @@ async def test_forwards_backwards_forwards_on_an_empty_database(
     assert emptied["policies"] == []
     assert emptied["functions"] == []
     assert emptied["extensions"] == [("plpgsql",)]
-
 
     ok(taskql(test_database, "migrate", "forwards"))
     first = await catalog(test_database.owner_dsn)
@@ -125,8 +130,12 @@ async def test_status_reports_a_half_applied_migration(
     finally:
         await owner.execute(
             "INSERT INTO migration (name, app_name, ran_on) VALUES ($1, 'taskql', $2)",
-            audit_migration, ran_on,
+            audit_migration,
+            ran_on,
         )
     assert result.returncode == 1
-    assert f"PROBLEM  {audit_migration} is not recorded as applied but its tables exist: audit_logs" in result.stdout
+    assert (
+        f"PROBLEM  {audit_migration} is not recorded as applied but its tables exist: audit_logs"
+        in result.stdout
+    )
     assert f"ORDER    {audit_migration}" in result.stdout

@@ -46,10 +46,15 @@ async def test_a_plain_pooled_query_outside_any_transaction_sees_nothing(
 ) -> None:
     async with pool.acquire() as connection:
         assert await connection.fetchval("SELECT count(*) FROM tasks") == 0
-        assert await connection.fetchval("SELECT current_setting('app.organization_id', true)") in (None, "")
+        assert await connection.fetchval("SELECT current_setting('app.organization_id', true)") in (
+            None,
+            "",
+        )
 
 
-async def test_inserting_a_row_for_another_tenant_is_rejected(tenant_a: Tenant, tenant_b: Tenant) -> None:
+async def test_inserting_a_row_for_another_tenant_is_rejected(
+    tenant_a: Tenant, tenant_b: Tenant
+) -> None:
     with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
         async with tenant_transaction(tenant_a.context()):
             await tables.Project.insert(
@@ -57,36 +62,52 @@ async def test_inserting_a_row_for_another_tenant_is_rejected(tenant_a: Tenant, 
             )
 
 
-async def test_a_task_under_another_tenants_project_is_rejected(tenant_a: Tenant, tenant_b: Tenant) -> None:
+async def test_a_task_under_another_tenants_project_is_rejected(
+    tenant_a: Tenant, tenant_b: Tenant
+) -> None:
     # Claiming tenant A while naming B's project: the composite key finds no (A, project).
     with pytest.raises(asyncpg.ForeignKeyViolationError):
         async with tenant_transaction(tenant_a.context()):
             await tables.Task.insert(
-                tables.Task(organization_id=tenant_a.organization_id,
-                            project_id=tenant_b.project_id, title="cross-tenant")
+                tables.Task(
+                    organization_id=tenant_a.organization_id,
+                    project_id=tenant_b.project_id,
+                    title="cross-tenant",
+                )
             )
 
 
-async def test_a_comment_on_another_tenants_task_is_rejected(tenant_a: Tenant, tenant_b: Tenant) -> None:
+async def test_a_comment_on_another_tenants_task_is_rejected(
+    tenant_a: Tenant, tenant_b: Tenant
+) -> None:
     with pytest.raises(asyncpg.ForeignKeyViolationError):
         async with tenant_transaction(tenant_a.context()):
             await tables.TaskComment.insert(
-                tables.TaskComment(organization_id=tenant_a.organization_id,
-                                   task_id=tenant_b.root_task_id, content="hello")
+                tables.TaskComment(
+                    organization_id=tenant_a.organization_id,
+                    task_id=tenant_b.root_task_id,
+                    content="hello",
+                )
             )
 
 
-async def test_another_tenants_rows_cannot_be_updated_or_deleted(tenant_a: Tenant, tenant_b: Tenant) -> None:
+async def test_another_tenants_rows_cannot_be_updated_or_deleted(
+    tenant_a: Tenant, tenant_b: Tenant
+) -> None:
     async with tenant_transaction(tenant_a.context()) as tx:
         updated = await tx.connection.execute(
             "UPDATE tasks SET title = 'hijacked' WHERE id = $1", tenant_b.root_task_id
         )
-        deleted = await tx.connection.execute("DELETE FROM projects WHERE id = $1", tenant_b.project_id)
+        deleted = await tx.connection.execute(
+            "DELETE FROM projects WHERE id = $1", tenant_b.project_id
+        )
     assert (updated, deleted) == ("UPDATE 0", "DELETE 0")
     async with tenant_transaction(tenant_b.context()):
-        task = await tables.Task.select(tables.Task.title).where(
-            tables.Task.id == tenant_b.root_task_id
-        ).first()
+        task = (
+            await tables.Task.select(tables.Task.title)
+            .where(tables.Task.id == tenant_b.root_task_id)
+            .first()
+        )
     assert task == {"title": "Root b"}
 
 
@@ -101,7 +122,9 @@ async def test_users_see_themselves_and_members_of_the_current_tenant_only(
     assert alone == {tenant_b.member_id}
 
 
-async def test_log_in_lookup_reveals_exactly_the_named_user(tenant_a: Tenant, tenant_b: Tenant) -> None:
+async def test_log_in_lookup_reveals_exactly_the_named_user(
+    tenant_a: Tenant, tenant_b: Tenant
+) -> None:
     async with tenant_transaction(TenantContext()) as tx:
         await allow_lookup(tx, login_email=tenant_a.owner_email.upper())
         found = await tables.User.select(tables.User.id)
@@ -176,4 +199,6 @@ async def test_organization_insert_needs_its_own_id_as_tenant(tenant_a: Tenant) 
     new_id = uuid7()
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         async with tenant_transaction(tenant_a.context()):
-            await tables.Organization.insert(tables.Organization(id=new_id, name="x", slug=f"x-{new_id.hex[-8:]}"))
+            await tables.Organization.insert(
+                tables.Organization(id=new_id, name="x", slug=f"x-{new_id.hex[-8:]}")
+            )

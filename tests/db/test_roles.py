@@ -5,8 +5,14 @@ from __future__ import annotations
 import asyncpg
 
 TABLES = (
-    "users", "sessions", "organizations", "organization_members", "projects", "tasks",
-    "task_comments", "audit_logs",
+    "users",
+    "sessions",
+    "organizations",
+    "organization_members",
+    "projects",
+    "tasks",
+    "task_comments",
+    "audit_logs",
 )
 
 
@@ -44,10 +50,13 @@ async def test_rls_is_enabled_and_forced_on_every_table(owner: asyncpg.Connectio
     )
     assert {r["relname"] for r in rows} == set(TABLES)
     for row in rows:
-        assert row["relrowsecurity"] and row["relforcerowsecurity"], row["relname"]
+        assert row["relrowsecurity"], row["relname"]
+        assert row["relforcerowsecurity"], row["relname"]
 
 
-async def test_every_table_with_a_tenant_column_has_a_policy_on_it(owner: asyncpg.Connection) -> None:
+async def test_every_table_with_a_tenant_column_has_a_policy_on_it(
+    owner: asyncpg.Connection,
+) -> None:
     unprotected = await owner.fetch(
         "SELECT DISTINCT c.table_name FROM information_schema.columns c "
         "WHERE c.table_schema = 'public' AND c.column_name = 'organization_id' "
@@ -66,13 +75,20 @@ async def test_the_server_role_has_only_the_grants_it_needs(owner: asyncpg.Conne
     grants = {r["table_name"]: r["privileges"] for r in rows}
     writable = "DELETE,INSERT,SELECT,UPDATE"
     assert grants == {
-        "users": writable, "sessions": writable, "organizations": writable,
-        "organization_members": writable, "projects": writable, "tasks": writable,
-        "task_comments": writable, "audit_logs": "SELECT",
+        "users": writable,
+        "sessions": writable,
+        "organizations": writable,
+        "organization_members": writable,
+        "projects": writable,
+        "tasks": writable,
+        "task_comments": writable,
+        "audit_logs": "SELECT",
     }
 
 
-async def test_the_server_role_cannot_touch_migration_history(server_connection: asyncpg.Connection) -> None:
+async def test_the_server_role_cannot_touch_migration_history(
+    server_connection: asyncpg.Connection,
+) -> None:
     try:
         await server_connection.fetch("SELECT * FROM migration")
     except asyncpg.InsufficientPrivilegeError:
