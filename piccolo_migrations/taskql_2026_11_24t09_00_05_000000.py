@@ -32,7 +32,7 @@ DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'taskql_server') THEN
         RAISE EXCEPTION 'role taskql_server does not exist'
-            USING HINT = 'Create the roles first: taskql db bootstrap --admin-url ... (docs/operations/deploy.md)';
+            USING HINT = 'Create the roles first: taskql db bootstrap --admin-url ... (see README)';
     END IF;
 END
 $$;
