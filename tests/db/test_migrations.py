@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -139,3 +140,18 @@ async def test_status_reports_a_half_applied_migration(
         in result.stdout
     )
     assert f"ORDER    {audit_migration}" in result.stdout
+
+
+def test_piccolos_own_command_works_from_the_project_root(test_database: ScratchDatabase) -> None:
+    piccolo = Path(sys.executable).parent / "piccolo"
+    result = subprocess.run(
+        [str(piccolo), "migrations", "forwards", "all"],
+        env=test_database.env(),
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "No migrations need to be run" in result.stdout
