@@ -133,7 +133,7 @@ async def load_demo() -> DemoSummary | None:
         context = TenantContext(
             organization_id=org_id, user_id=owner, role="owner", request_id="demo-seed"
         )
-        edit: tables.TaskComment | None = None
+        comments: list[tables.TaskComment] = []
         async with tenant_transaction(context):
             await tables.Organization.insert(
                 tables.Organization(id=org_id, name=org_name, slug=slug)
@@ -166,7 +166,7 @@ async def load_demo() -> DemoSummary | None:
                 await tables.Task.insert(*rows)
                 counts["tasks"] += len(rows)
 
-                comments = [
+                comments += [
                     tables.TaskComment(
                         id=uuid7(),
                         organization_id=org_id,
@@ -177,21 +177,23 @@ async def load_demo() -> DemoSummary | None:
                     for i, row in enumerate(rows[:6])
                     for j in range(2)
                 ]
-                await tables.TaskComment.insert(*comments)
-                counts["comments"] += len(comments)
-                edit = edit or comments[0]
-        if edit is not None:
-            # Its author edits one comment, so content_history has something to show.
+        # Comments are written by their authors (row-level security checks authorship);
+        # each author also edits their first comment, so content_history has something.
+        roles_by_id = {user_ids[e]: role for e, role in members.items()}
+        for author in assignees:
+            own = [c for c in comments if c.author_id == author]
             author_context = TenantContext(
                 organization_id=org_id,
-                user_id=edit.author_id,
-                role="member",
+                user_id=author,
+                role=roles_by_id[author],
                 request_id="demo-seed",
             )
             async with tenant_transaction(author_context):
+                await tables.TaskComment.insert(*own)
                 await tables.TaskComment.update(
-                    {tables.TaskComment.content: edit.content + " (edited: fixed a typo)"}
-                ).where(tables.TaskComment.id == edit.id)
+                    {tables.TaskComment.content: own[0].content + " (edited: fixed a typo)"}
+                ).where(tables.TaskComment.id == own[0].id)
+            counts["comments"] += len(own)
     return DemoSummary(
         users=len(USERS),
         organizations=len(ORGANIZATIONS),

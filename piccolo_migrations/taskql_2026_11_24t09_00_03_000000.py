@@ -75,8 +75,9 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_project_created_idx ON tasks (organization_id, project_id, created_at, id);
 CREATE INDEX tasks_project_updated_idx ON tasks (organization_id, project_id, updated_at, id);
 CREATE INDEX tasks_project_priority_idx ON tasks (organization_id, project_id, priority, id);
-CREATE INDEX tasks_project_due_idx ON tasks (organization_id, project_id, due_date, id)
-    WHERE due_date IS NOT NULL;
+-- Tasks without a due date sort last: the key is coalesce(due_date, 'infinity').
+CREATE INDEX tasks_project_due_idx
+    ON tasks (organization_id, project_id, (coalesce(due_date, 'infinity'::timestamptz)), id);
 CREATE INDEX tasks_project_status_idx ON tasks (organization_id, project_id, status);
 -- Subtasks loader, and the parent key's ON DELETE CASCADE.
 CREATE INDEX tasks_parent_idx ON tasks (organization_id, parent_task_id)

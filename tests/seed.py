@@ -81,6 +81,8 @@ async def seed_tenant(label: str) -> Tenant:
                 created_by=owner_id,
             ),
         )
+    member_context = TenantContext(organization_id=org_id, user_id=member_id, role="member")
+    async with tenant_transaction(member_context):
         await tables.TaskComment.insert(
             tables.TaskComment(
                 id=comment_id,

@@ -106,7 +106,7 @@ async def test_ordinary_emails_are_accepted(email: str, pool: object) -> None:
 async def test_malformed_slugs_are_rejected(slug: str, pool: object) -> None:
     org_id = uuid7()
     with pytest.raises(asyncpg.CheckViolationError, match="organizations_slug_format"):
-        async with tenant_transaction(TenantContext(organization_id=org_id)):
+        async with tenant_transaction(TenantContext(organization_id=org_id, role="owner")):
             await tables.Organization.insert(tables.Organization(id=org_id, name="x", slug=slug))
 
 

@@ -86,6 +86,7 @@ async def test_a_comment_on_another_tenants_task_is_rejected(
                 tables.TaskComment(
                     organization_id=tenant_a.organization_id,
                     task_id=tenant_b.root_task_id,
+                    author_id=tenant_a.owner_id,
                     content="hello",
                 )
             )
