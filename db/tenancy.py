@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from db.engine import DB, Engine, Transaction
+from db.executor import Executor
 
 ROLES = ("owner", "admin", "member", "viewer")
 
@@ -24,7 +25,8 @@ SELECT set_config('app.organization_id', $1, true),
        set_config('app.role', $3, true),
        set_config('app.request_id', $4, true),
        set_config('app.client_ip', $5, true),
-       set_config('app.user_agent', $6, true)
+       set_config('app.user_agent', $6, true),
+       CASE WHEN $7 <> '' THEN set_config('statement_timeout', $7, true) END
 """
 
 
@@ -38,6 +40,8 @@ class TenantContext:
     request_id: str | None = None
     client_ip: str | None = None
     user_agent: str | None = None
+    #: Overrides the connection's statement_timeout for this transaction only.
+    statement_timeout_ms: int | None = None
 
     def __post_init__(self) -> None:
         if self.role is not None and self.role not in ROLES:
@@ -57,6 +61,7 @@ class TenantContext:
             text(self.request_id),
             text(self.client_ip),
             text(self.user_agent)[:512],
+            text(self.statement_timeout_ms),
         )
 
 
@@ -89,3 +94,12 @@ async def allow_lookup(
     """Within ``transaction``, make the user with ``login_email`` and/or the session with
     ``session_token_hash`` visible (transaction-locally) to the server role."""
     await transaction.connection.execute(_LOOKUP_SQL, login_email, session_token_hash.hex())
+
+
+@asynccontextmanager
+async def request_transaction(
+    context: TenantContext, engine: Engine = DB
+) -> AsyncIterator[tuple[Transaction, Executor]]:
+    """A tenant transaction plus the executor its statements must go through."""
+    async with tenant_transaction(context, engine) as transaction:
+        yield transaction, Executor(transaction.connection, statements=1)

@@ -1,0 +1,73 @@
+"""One transaction's connection, shared by the concurrent resolvers of one GraphQL operation.
+
+asyncpg runs one statement at a time per connection ("another operation is in progress"
+otherwise), and graphql-core resolves sibling fields concurrently, so every statement goes
+through this executor's lock. It also counts statements: the N+1 guard in the tests and the
+benchmarks read the count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+
+class Executor:
+    """Serialized access to one connection inside one transaction."""
+
+    __slots__ = ("_connection", "_lock", "_savepoints", "statements")
+
+    def __init__(self, connection: asyncpg.Connection, statements: int = 0) -> None:
+        self._connection = connection
+        self._lock = asyncio.Lock()
+        #: Statements sent on this connection for the operation (set-up included).
+        self.statements = statements
+        self._savepoints = 0
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async with self._lock:
+            self.statements += 1
+            return await self._connection.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        async with self._lock:
+            self.statements += 1
+            return await self._connection.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self._lock:
+            self.statements += 1
+            return await self._connection.fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        async with self._lock:
+            self.statements += 1
+            return await self._connection.execute(sql, *args)
+
+    async def copy_records(
+        self, table: str, records: Iterable[Sequence[Any]], columns: Sequence[str]
+    ) -> str:
+        """COPY rows into ``table`` (binary protocol, no bind-parameter limit)."""
+        async with self._lock:
+            self.statements += 1
+            return await self._connection.copy_records_to_table(
+                table, records=records, columns=list(columns)
+            )
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """Run a block so that a failed statement undoes only the block, not the transaction
+        (so a mutation can report a constraint violation as a typed error)."""
+        self._savepoints += 1
+        name = f"taskql_{self._savepoints}"
+        await self.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            await self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            raise
+        await self.execute(f"RELEASE SAVEPOINT {name}")

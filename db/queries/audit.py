@@ -1,0 +1,31 @@
+"""Reading the audit log (only triggers write it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from db.queries.connections import Source
+from db.sql import Order, Params
+
+BY_ENTITY = Source(table="audit_logs", parent_column="entity_id")
+BY_ORGANIZATION = Source(table="audit_logs", parent_column="organization_id")
+NEWEST_FIRST = Order("t.created_at", "timestamptz", descending=True)
+
+#: Audited tables, as the API names them.
+ENTITY_TYPES = {
+    "ORGANIZATION": "organizations",
+    "MEMBER": "organization_members",
+    "PROJECT": "projects",
+    "TASK": "tasks",
+    "COMMENT": "task_comments",
+}
+
+
+@dataclass(frozen=True)
+class EntityTypeFilter:
+    table: str | None
+
+    def __call__(self, params: Params) -> list[str]:
+        if self.table is None:
+            return []
+        return [f"t.entity_type = {params(self.table, '::text')}"]

@@ -1,0 +1,120 @@
+"""Organizations (tenants) and their members."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+import asyncpg
+
+from db.executor import Executor
+from db.queries.connections import Source
+
+MEMBERS = Source(table="organization_members", parent_column="organization_id")
+#: The current user's memberships across organizations (parent: the user).
+MEMBERSHIPS = Source(table="organization_members", parent_column="user_id")
+
+
+async def by_ids(executor: Executor, ids: Sequence[UUID]) -> list[asyncpg.Record]:
+    return await executor.fetch("SELECT * FROM organizations WHERE id = ANY($1::uuid[])", list(ids))
+
+
+async def by_slug(executor: Executor, slug: str) -> asyncpg.Record | None:
+    return await executor.fetchrow("SELECT * FROM organizations WHERE slug = $1", slug)
+
+
+async def enter(executor: Executor, organization_id: UUID, role: str) -> None:
+    """Make ``organization_id`` the transaction's tenant (creating an organization)."""
+    await executor.execute(
+        "SELECT set_config('app.organization_id', $1, true), set_config('app.role', $2, true)",
+        str(organization_id), role,
+    )
+
+
+async def create(
+    executor: Executor, organization_id: UUID, name: str, slug: str, owner_id: UUID
+) -> asyncpg.Record:
+    """Insert the organization and its first owner (the tenant must be entered first)."""
+    row = await executor.fetchrow(
+        "WITH org AS (INSERT INTO organizations (id, name, slug) VALUES ($1, $2, $3) RETURNING *), "
+        "owner AS (INSERT INTO organization_members (organization_id, user_id, role) "
+        "          SELECT id, $4, 'owner' FROM org) "
+        "SELECT * FROM org",
+        organization_id, name, slug, owner_id,
+    )
+    assert row is not None
+    return row
+
+
+async def update(
+    executor: Executor, organization_id: UUID, name: str | None, slug: str | None
+) -> asyncpg.Record | None:
+    return await executor.fetchrow(
+        "UPDATE organizations SET name = coalesce($2, name), slug = coalesce($3, slug) "
+        "WHERE id = $1 RETURNING *",
+        organization_id, name, slug,
+    )
+
+
+async def members_by_ids(executor: Executor, ids: Sequence[UUID]) -> list[asyncpg.Record]:
+    return await executor.fetch(
+        "SELECT * FROM organization_members WHERE id = ANY($1::uuid[])", list(ids)
+    )
+
+
+async def membership(executor: Executor, organization_id: UUID, user_id: UUID) -> asyncpg.Record | None:
+    return await executor.fetchrow(
+        "SELECT * FROM organization_members WHERE organization_id = $1 AND user_id = $2",
+        organization_id, user_id,
+    )
+
+
+async def user_id_by_email(executor: Executor, email: str) -> UUID | None:
+    """An existing user's id by e-mail, for adding them as a member."""
+    await executor.execute("SELECT set_config('app.login_email', $1, true)", email)
+    try:
+        value = await executor.fetchval("SELECT id FROM users WHERE lower(email) = lower($1)", email)
+    finally:
+        await executor.execute("SELECT set_config('app.login_email', '', true)")
+    return UUID(str(value)) if value is not None else None
+
+
+async def add_member(
+    executor: Executor, organization_id: UUID, user_id: UUID, role: str, invited_by: UUID
+) -> asyncpg.Record:
+    row = await executor.fetchrow(
+        "INSERT INTO organization_members (organization_id, user_id, role, invited_by) "
+        "VALUES ($1, $2, $3, $4) RETURNING *",
+        organization_id, user_id, role, invited_by,
+    )
+    assert row is not None
+    return row
+
+
+async def lock_owners(executor: Executor, organization_id: UUID) -> list[UUID]:
+    """The organization's owners, locked until the transaction ends: two concurrent
+    demotions or removals cannot both see another owner left."""
+    rows = await executor.fetch(
+        "SELECT user_id FROM organization_members "
+        "WHERE organization_id = $1 AND role = 'owner' ORDER BY id FOR UPDATE",
+        organization_id,
+    )
+    return [row["user_id"] for row in rows]
+
+
+async def change_role(
+    executor: Executor, organization_id: UUID, user_id: UUID, role: str
+) -> asyncpg.Record | None:
+    return await executor.fetchrow(
+        "UPDATE organization_members SET role = $3 WHERE organization_id = $1 AND user_id = $2 "
+        "RETURNING *",
+        organization_id, user_id, role,
+    )
+
+
+async def remove_member(executor: Executor, organization_id: UUID, user_id: UUID) -> bool:
+    status = await executor.execute(
+        "DELETE FROM organization_members WHERE organization_id = $1 AND user_id = $2",
+        organization_id, user_id,
+    )
+    return status == "DELETE 1"
