@@ -2,23 +2,105 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from strawberry.asgi import GraphQL
 
-from api.schema import schema
-from api.settings import get_settings
+from api.auth import SCOPE_KEY, Auth
+from api.context import Context
+from api.middleware import TaskqlMiddleware
+from api.ratelimit import RateLimiter
+from api.schema import build_schema
+from api.settings import Settings, get_settings
 from db.engine import DB
 from db.errors import DatabaseError
 from db.targets import resolve
 
 _log = logging.getLogger("taskql")
+
+EXAMPLE_QUERY = """# taskql. 1) Run the LogIn mutation (demo password: taskql-demo) and copy the token.
+# 2) In Headers below, send:
+#    {"Authorization": "Bearer <token>", "X-Organization": "acme"}
+#    (`make serve` prints a ready token.) 3) Run ProjectTasks.
+
+mutation LogIn {
+  logIn(input: {email: "alice@acme.test", password: "taskql-demo"}) {
+    token
+    errors { message code }
+  }
+}
+
+query ProjectTasks {
+  organization {
+    name
+    projects(first: 5) {
+      nodes {
+        id
+        name
+        taskCountsByStatus { status count }
+        tasks(first: 20, orderBy: PRIORITY, direction: DESC) {
+          totalCount
+          nodes {
+            title
+            status
+            priority
+            assignee { displayName }
+            comments(first: 3) { nodes { content author { displayName } } }
+          }
+        }
+      }
+    }
+  }
+}
+"""
+EXAMPLE_HEADERS = {"Authorization": "Bearer <token>", "X-Organization": "acme"}
+
+
+class TaskqlGraphQL(GraphQL[Context, None]):
+    """Strawberry's ASGI view with our context and a GraphiQL that opens on an example."""
+
+    def __init__(self, settings: Settings) -> None:
+        # No WebSocket protocols: every operation goes through the authenticating middleware
+        # over HTTP (subscriptions are not offered yet).
+        super().__init__(build_schema(settings), graphql_ide="graphiql", subscription_protocols=())
+        self.settings = settings
+        self.limiter = RateLimiter(
+            settings.taskql_login_attempts_per_email, settings.taskql_login_window_seconds
+        )
+        self.ip_limiter = RateLimiter(
+            settings.taskql_login_attempts_per_ip, settings.taskql_login_window_seconds
+        )
+
+    async def get_context(self, request: Request, response: Response) -> Context:  # type: ignore[override]
+        auth: Auth = request.scope[SCOPE_KEY]
+        return Context(
+            request=request,
+            response=response,
+            auth=auth,
+            settings=self.settings,
+            limiter=self.limiter,
+            ip_limiter=self.ip_limiter,
+        )
+
+    async def render_graphql_ide(self, request: Request) -> HTMLResponse:  # type: ignore[override]
+        html = self.graphql_ide_html
+        start = html.index("const EXAMPLE_QUERY = `") + len("const EXAMPLE_QUERY = `")
+        end = html.index("`;", start)
+        html = html[:start] + EXAMPLE_QUERY.replace("`", "\\`") + html[end:]
+        html = html.replace(
+            "React.useState(parameters.headers)",
+            f"React.useState(parameters.headers || {json.dumps(json.dumps(EXAMPLE_HEADERS, indent=2))})",
+        )
+        return HTMLResponse(html)
 
 
 @asynccontextmanager
@@ -44,7 +126,7 @@ async def healthz(request: Request) -> JSONResponse:
     try:
         async with DB.transaction() as tx:
             await tx.connection.fetchval("SELECT 1")
-    except (DatabaseError, OSError) as exc:
+    except (DatabaseError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         _log.warning("health check failed: %s", exc)
         return JSONResponse({"status": "unavailable", "database": str(exc)}, status_code=503)
     pool = DB.pool
@@ -61,12 +143,14 @@ async def healthz(request: Request) -> JSONResponse:
     )
 
 
-def create_app() -> Starlette:
-    graphql = GraphQL(schema, graphql_ide="graphiql")
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or get_settings()
+    graphql = TaskqlGraphQL(settings)
     return Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
         ],
+        middleware=[Middleware(TaskqlMiddleware, max_body_bytes=settings.taskql_max_body_bytes)],
         lifespan=lifespan,
     )

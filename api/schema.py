@@ -1,28 +1,48 @@
-"""The GraphQL schema. For now: the service's health; the full API is issue #3."""
+"""The GraphQL schema: queries and mutations merged by domain, with the operation limits."""
 
 from __future__ import annotations
 
 import strawberry
-from strawberry.types import Info
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.tools import merge_types
 
-from db.engine import DB
+from api.extensions import ErrorCodes, NodeLimit, OperationTransaction, SqlStatements
+from api.mutations.auth import AuthMutations
+from api.mutations.comments import CommentMutations
+from api.mutations.organizations import OrganizationMutations
+from api.mutations.projects import ProjectMutations
+from api.mutations.tasks import TaskMutations
+from api.queries import Query
+from api.settings import Settings, get_settings
+from api.types import errors as error_types
+from api.types.comments import Comment
+from api.types.organizations import Organization
+from api.types.projects import Project
+from api.types.tasks import Task
+from api.types.users import Member, User
+
+Mutation = merge_types(
+    "Mutation",
+    (AuthMutations, OrganizationMutations, ProjectMutations, TaskMutations, CommentMutations),
+)
 
 
-@strawberry.type(description="What the API knows about its own state.")
-class Health:
-    database: bool = strawberry.field(description="Whether PostgreSQL answered.")
-    postgres_version: str | None = strawberry.field(
-        description="The PostgreSQL server's version, when it answered."
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    settings = settings or get_settings()
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        types=[User, Member, Organization, Project, Task, Comment, *error_types.ALL],
+        extensions=[
+            ErrorCodes,
+            lambda: QueryDepthLimiter(max_depth=settings.taskql_max_depth),
+            lambda: MaxAliasesLimiter(max_alias_count=settings.taskql_max_aliases),
+            lambda: MaxTokensLimiter(max_token_count=settings.taskql_max_tokens),
+            lambda: NodeLimit(settings.taskql_max_nodes),
+            OperationTransaction,
+            SqlStatements,
+        ],
     )
 
 
-@strawberry.type
-class Query:
-    @strawberry.field(description="Service health: whether PostgreSQL answers, and its version.")
-    async def health(self, info: Info) -> Health:
-        async with DB.transaction() as tx:
-            version = await tx.connection.fetchval("SELECT current_setting('server_version')")
-        return Health(database=True, postgres_version=version)
-
-
-schema = strawberry.Schema(query=Query)
+schema = build_schema()

@@ -21,6 +21,25 @@ class Settings(DatabaseSettings):
     taskql_demo: bool | None = None
     taskql_log_level: str = "info"
 
+    #: Sessions (bearer tokens) expire after this many seconds.
+    taskql_session_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    #: Log-in attempts allowed per e-mail / per client address, per window.
+    taskql_login_attempts_per_email: int = Field(default=10, ge=1)
+    taskql_login_attempts_per_ip: int = Field(default=50, ge=1)
+    taskql_login_window_seconds: int = Field(default=300, ge=1)
+
+    #: Limits on every operation.
+    taskql_max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    taskql_max_depth: int = Field(default=12, ge=2)
+    taskql_max_aliases: int = Field(default=30, ge=1)
+    taskql_max_tokens: int = Field(default=5000, ge=100)
+    #: GitHub-style node limit: the sum over connections of first x the parents' firsts.
+    taskql_max_nodes: int = Field(default=20_000, ge=100)
+    #: statement_timeout inside a GraphQL operation's transaction.
+    taskql_request_statement_timeout_ms: int = Field(default=3000, ge=0)
+    #: Report the operation's SQL statement count in the response's `extensions`.
+    taskql_sql_stats: bool = False
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -20,13 +20,27 @@ RULES = [
     ("organizations", "owner_deletes", "DELETE", f"{ROLE} = 'owner'", None),
     ("organizations", "owner_creates", "INSERT", None, f"{ROLE} = 'owner'"),
     # Admins manage members; only owners touch owners; anyone may leave.
-    ("organization_members", "admin_adds", "INSERT", None,
-     f"{ADMINS} AND (role <> 'owner' OR {ROLE} = 'owner')"),
-    ("organization_members", "admin_changes", "UPDATE",
-     f"{ADMINS} AND (role <> 'owner' OR {ROLE} = 'owner')",
-     f"{ADMINS} AND (role <> 'owner' OR {ROLE} = 'owner')"),
-    ("organization_members", "admin_removes_or_self_leaves", "DELETE",
-     f"user_id = {USER} OR ({ADMINS} AND (role <> 'owner' OR {ROLE} = 'owner'))", None),
+    (
+        "organization_members",
+        "admin_adds",
+        "INSERT",
+        None,
+        f"{ADMINS} AND (role <> 'owner' OR {ROLE} = 'owner')",
+    ),
+    (
+        "organization_members",
+        "admin_changes",
+        "UPDATE",
+        f"{ADMINS} AND (role <> 'owner' OR {ROLE} = 'owner')",
+        f"{ADMINS} AND (role <> 'owner' OR {ROLE} = 'owner')",
+    ),
+    (
+        "organization_members",
+        "admin_removes_or_self_leaves",
+        "DELETE",
+        f"user_id = {USER} OR ({ADMINS} AND (role <> 'owner' OR {ROLE} = 'owner'))",
+        None,
+    ),
     ("projects", "admin_creates", "INSERT", None, ADMINS),
     ("projects", "admin_changes", "UPDATE", ADMINS, ADMINS),
     ("projects", "admin_deletes", "DELETE", ADMINS, None),
@@ -35,8 +49,13 @@ RULES = [
     ("tasks", "writer_deletes", "DELETE", WRITERS, None),
     # A comment is written by its author; edited by its author (or soft-deleted by an admin).
     ("task_comments", "author_creates", "INSERT", None, f"{WRITERS} AND author_id = {USER}"),
-    ("task_comments", "author_or_admin_changes", "UPDATE",
-     f"author_id = {USER} OR {ADMINS}", f"author_id = {USER} OR {ADMINS}"),
+    (
+        "task_comments",
+        "author_or_admin_changes",
+        "UPDATE",
+        f"author_id = {USER} OR {ADMINS}",
+        f"author_id = {USER} OR {ADMINS}",
+    ),
     ("task_comments", "admin_deletes", "DELETE", ADMINS, None),
 ]
 
@@ -50,8 +69,7 @@ def _policy(table: str, name: str, command: str, using: str | None, check: str |
     return sql + ";\n"
 
 
-FORWARDS = (
-    r"""
+FORWARDS = r"""
 -- Resolve a bearer token, and the tenant a request names, in one round trip. Runs as the
 -- caller (the server role), so every row it reads passes row-level security: the token
 -- hash makes exactly its session visible, then the session's user makes that user's
@@ -88,9 +106,7 @@ BEGIN
 END
 $$;
 GRANT EXECUTE ON FUNCTION app_authenticate(bytea, uuid, text) TO taskql_server;
-"""
-    + "".join(_policy(*rule) for rule in RULES)
-)
+""" + "".join(_policy(*rule) for rule in RULES)
 
 BACKWARDS = "".join(f"DROP POLICY {table}_{name} ON {table};\n" for table, name, *_ in RULES) + (
     "DROP FUNCTION app_authenticate(bytea, uuid, text);\n"

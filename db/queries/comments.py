@@ -36,7 +36,10 @@ async def add(
     row = await executor.fetchrow(
         "INSERT INTO task_comments (organization_id, task_id, author_id, content) "
         f"VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}",
-        organization_id, task_id, author_id, content,
+        organization_id,
+        task_id,
+        author_id,
+        content,
     )
     assert row is not None
     return row
@@ -45,7 +48,8 @@ async def add(
 async def edit(executor: Executor, comment_id: UUID, content: str) -> asyncpg.Record | None:
     return await executor.fetchrow(
         f"UPDATE task_comments SET content = $2 WHERE id = $1 AND deleted_at IS NULL RETURNING {COLUMNS}",
-        comment_id, content,
+        comment_id,
+        content,
     )
 
 

@@ -23,11 +23,12 @@ async def by_slug(executor: Executor, slug: str) -> asyncpg.Record | None:
     return await executor.fetchrow("SELECT * FROM organizations WHERE slug = $1", slug)
 
 
-async def enter(executor: Executor, organization_id: UUID, role: str) -> None:
-    """Make ``organization_id`` the transaction's tenant (creating an organization)."""
+async def enter(executor: Executor, organization_id: UUID | None, role: str | None) -> None:
+    """Make ``organization_id`` the transaction's tenant (None: no tenant)."""
     await executor.execute(
         "SELECT set_config('app.organization_id', $1, true), set_config('app.role', $2, true)",
-        str(organization_id), role,
+        str(organization_id) if organization_id else "",
+        role or "",
     )
 
 
@@ -40,7 +41,10 @@ async def create(
         "owner AS (INSERT INTO organization_members (organization_id, user_id, role) "
         "          SELECT id, $4, 'owner' FROM org) "
         "SELECT * FROM org",
-        organization_id, name, slug, owner_id,
+        organization_id,
+        name,
+        slug,
+        owner_id,
     )
     assert row is not None
     return row
@@ -52,7 +56,9 @@ async def update(
     return await executor.fetchrow(
         "UPDATE organizations SET name = coalesce($2, name), slug = coalesce($3, slug) "
         "WHERE id = $1 RETURNING *",
-        organization_id, name, slug,
+        organization_id,
+        name,
+        slug,
     )
 
 
@@ -62,10 +68,13 @@ async def members_by_ids(executor: Executor, ids: Sequence[UUID]) -> list[asyncp
     )
 
 
-async def membership(executor: Executor, organization_id: UUID, user_id: UUID) -> asyncpg.Record | None:
+async def membership(
+    executor: Executor, organization_id: UUID, user_id: UUID
+) -> asyncpg.Record | None:
     return await executor.fetchrow(
         "SELECT * FROM organization_members WHERE organization_id = $1 AND user_id = $2",
-        organization_id, user_id,
+        organization_id,
+        user_id,
     )
 
 
@@ -73,7 +82,9 @@ async def user_id_by_email(executor: Executor, email: str) -> UUID | None:
     """An existing user's id by e-mail, for adding them as a member."""
     await executor.execute("SELECT set_config('app.login_email', $1, true)", email)
     try:
-        value = await executor.fetchval("SELECT id FROM users WHERE lower(email) = lower($1)", email)
+        value = await executor.fetchval(
+            "SELECT id FROM users WHERE lower(email) = lower($1)", email
+        )
     finally:
         await executor.execute("SELECT set_config('app.login_email', '', true)")
     return UUID(str(value)) if value is not None else None
@@ -85,7 +96,10 @@ async def add_member(
     row = await executor.fetchrow(
         "INSERT INTO organization_members (organization_id, user_id, role, invited_by) "
         "VALUES ($1, $2, $3, $4) RETURNING *",
-        organization_id, user_id, role, invited_by,
+        organization_id,
+        user_id,
+        role,
+        invited_by,
     )
     assert row is not None
     return row
@@ -108,13 +122,16 @@ async def change_role(
     return await executor.fetchrow(
         "UPDATE organization_members SET role = $3 WHERE organization_id = $1 AND user_id = $2 "
         "RETURNING *",
-        organization_id, user_id, role,
+        organization_id,
+        user_id,
+        role,
     )
 
 
 async def remove_member(executor: Executor, organization_id: UUID, user_id: UUID) -> bool:
     status = await executor.execute(
         "DELETE FROM organization_members WHERE organization_id = $1 AND user_id = $2",
-        organization_id, user_id,
+        organization_id,
+        user_id,
     )
     return status == "DELETE 1"

@@ -3,23 +3,44 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
 
 from db.executor import Executor
 from db.queries.connections import Source
+from db.sql import Params
 
 PROJECTS = Source(table="projects", parent_column="organization_id")
 
 #: Columns returned for a project (never the generated search vector).
-COLUMNS = (
-    "id, organization_id, name, description, status, created_by, created_at, updated_at, archived_at"
-)
+COLUMNS = "id, organization_id, name, description, status, created_by, created_at, updated_at, archived_at"
+
+
+@dataclass(frozen=True)
+class ProjectFilter:
+    statuses: tuple[str, ...] | None = None
+    include_archived: bool = False
+    search: str | None = None
+
+    def __call__(self, params: Params) -> list[str]:
+        conditions = []
+        if not self.include_archived:
+            conditions.append("t.archived_at IS NULL")
+        if self.statuses is not None:
+            conditions.append(f"t.status = ANY({params(list(self.statuses), '::text[]')})")
+        if self.search:
+            conditions.append(
+                f"t.search_vector @@ websearch_to_tsquery('english', {params(self.search, '::text')})"
+            )
+        return conditions
 
 
 async def by_ids(executor: Executor, ids: Sequence[UUID]) -> list[asyncpg.Record]:
-    return await executor.fetch(f"SELECT {COLUMNS} FROM projects WHERE id = ANY($1::uuid[])", list(ids))
+    return await executor.fetch(
+        f"SELECT {COLUMNS} FROM projects WHERE id = ANY($1::uuid[])", list(ids)
+    )
 
 
 async def create(
@@ -33,7 +54,11 @@ async def create(
     row = await executor.fetchrow(
         "INSERT INTO projects (organization_id, name, description, status, created_by) "
         f"VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}",
-        organization_id, name, description, status, created_by,
+        organization_id,
+        name,
+        description,
+        status,
+        created_by,
     )
     assert row is not None
     return row
@@ -51,13 +76,20 @@ async def update(
         "UPDATE projects SET name = coalesce($2, name), "
         "description = CASE WHEN $4 THEN NULL ELSE coalesce($3, description) END, "
         f"status = coalesce($5, status) WHERE id = $1 RETURNING {COLUMNS}",
-        project_id, name, description, clear_description, status,
+        project_id,
+        name,
+        description,
+        clear_description,
+        status,
     )
 
 
-async def set_archived(executor: Executor, project_id: UUID, archived: bool) -> asyncpg.Record | None:
+async def set_archived(
+    executor: Executor, project_id: UUID, archived: bool
+) -> asyncpg.Record | None:
     return await executor.fetchrow(
         "UPDATE projects SET archived_at = CASE WHEN $2 THEN coalesce(archived_at, now()) END "
         f"WHERE id = $1 RETURNING {COLUMNS}",
-        project_id, archived,
+        project_id,
+        archived,
     )

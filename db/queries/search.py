@@ -46,3 +46,20 @@ async def search(
         LIMIT {limit}
     """
     return await executor.fetch(sql, *params.values)
+
+
+async def count(executor: Executor, organization_id: UUID, text: str) -> int:
+    """How many projects and tasks match (the search connection's totalCount)."""
+    return int(
+        await executor.fetchval(
+            """
+            WITH query AS (SELECT websearch_to_tsquery('english', $2) AS q)
+            SELECT (SELECT count(*) FROM tasks AS t, query
+                    WHERE t.organization_id = $1 AND (t.search_vector @@ query.q OR t.title % $2))
+                 + (SELECT count(*) FROM projects AS p, query
+                    WHERE p.organization_id = $1 AND (p.search_vector @@ query.q OR p.name % $2))
+            """,
+            organization_id,
+            text,
+        )
+    )

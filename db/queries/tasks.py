@@ -10,7 +10,7 @@ from uuid import UUID
 import asyncpg
 
 from db.executor import Executor
-from db.queries.connections import Filter, Source
+from db.queries.connections import Source
 from db.sql import Order, Params
 
 PROJECT_TASKS = Source(table="tasks", parent_column="project_id")
@@ -71,11 +71,14 @@ class TaskFilter:
 
 
 async def by_ids(executor: Executor, ids: Sequence[UUID]) -> list[asyncpg.Record]:
-    return await executor.fetch(f"SELECT {COLUMNS} FROM tasks WHERE id = ANY($1::uuid[])", list(ids))
+    return await executor.fetch(
+        f"SELECT {COLUMNS} FROM tasks WHERE id = ANY($1::uuid[])", list(ids)
+    )
 
 
 @dataclass(frozen=True)
 class NewTask:
+    id: UUID
     project_id: UUID
     title: str
     description: str | None = None
@@ -91,22 +94,24 @@ async def create_many(
 ) -> list[asyncpg.Record]:
     """Insert tasks in ONE statement, whatever their number: one array per column, unnested
     (no bind-parameter limit; COPY FROM is not allowed on tables with row-level security).
-    Rows come back in input order; parents must precede their children in ``tasks``."""
+    Ids are chosen by the caller (UUIDv7), so tasks of one batch can be each other's parents;
+    foreign keys are checked at the end of the statement. Rows come back in input order."""
     rows = await executor.fetch(
         f"""
         INSERT INTO tasks (id, organization_id, project_id, parent_task_id, title, description,
                            status, priority, assignee_id, due_date, created_by)
-        SELECT uuidv7(), $1, n.project_id, n.parent_task_id, n.title, n.description,
+        SELECT n.id, $1, n.project_id, n.parent_task_id, n.title, n.description,
                n.status, n.priority, n.assignee_id, n.due_date, $2
-        FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::smallint[],
-                    $9::uuid[], $10::timestamptz[])
-             WITH ORDINALITY AS n(project_id, parent_task_id, title, description, status,
+        FROM unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::text[],
+                    $9::smallint[], $10::uuid[], $11::timestamptz[])
+             WITH ORDINALITY AS n(id, project_id, parent_task_id, title, description, status,
                                   priority, assignee_id, due_date, position)
         ORDER BY n.position
         RETURNING {COLUMNS}
         """,
         organization_id,
         created_by,
+        [t.id for t in tasks],
         [t.project_id for t in tasks],
         [t.parent_task_id for t in tasks],
         [t.title for t in tasks],
@@ -142,17 +147,28 @@ async def update(
         WHERE id = $1
         RETURNING {COLUMNS}
         """,
-        task_id, title, description, clear_description, status, priority, due_date, clear_due_date,
+        task_id,
+        title,
+        description,
+        clear_description,
+        status,
+        priority,
+        due_date,
+        clear_due_date,
     )
 
 
 async def move(executor: Executor, task_id: UUID, parent_id: UUID | None) -> asyncpg.Record | None:
     return await executor.fetchrow(
-        f"UPDATE tasks SET parent_task_id = $2 WHERE id = $1 RETURNING {COLUMNS}", task_id, parent_id
+        f"UPDATE tasks SET parent_task_id = $2 WHERE id = $1 RETURNING {COLUMNS}",
+        task_id,
+        parent_id,
     )
 
 
-async def assign(executor: Executor, task_id: UUID, assignee_id: UUID | None) -> asyncpg.Record | None:
+async def assign(
+    executor: Executor, task_id: UUID, assignee_id: UUID | None
+) -> asyncpg.Record | None:
     return await executor.fetchrow(
         f"UPDATE tasks SET assignee_id = $2 WHERE id = $1 RETURNING {COLUMNS}", task_id, assignee_id
     )
@@ -181,7 +197,8 @@ async def ancestors(
         FROM up JOIN tasks AS t ON t.organization_id = $1 AND t.id = up.id
         ORDER BY up.origin, up.depth
         """,
-        organization_id, list(task_ids),
+        organization_id,
+        list(task_ids),
     )
 
 
@@ -191,5 +208,6 @@ async def counts_by_status(
     return await executor.fetch(
         "SELECT project_id, status, count(*) AS total FROM tasks "
         "WHERE organization_id = $1 AND project_id = ANY($2::uuid[]) GROUP BY project_id, status",
-        organization_id, list(project_ids),
+        organization_id,
+        list(project_ids),
     )

@@ -35,7 +35,8 @@ async def authenticate(
 
 async def by_ids(executor: Executor, ids: Sequence[UUID]) -> list[asyncpg.Record]:
     return await executor.fetch(
-        "SELECT id, email, display_name, created_at FROM users WHERE id = ANY($1::uuid[])", list(ids)
+        "SELECT id, email, display_name, created_at FROM users WHERE id = ANY($1::uuid[])",
+        list(ids),
     )
 
 
@@ -57,7 +58,10 @@ async def create(
     row = await executor.fetchrow(
         "INSERT INTO users (id, email, display_name, password_hash) VALUES ($1, $2, $3, $4) "
         "RETURNING id, email, display_name, created_at",
-        user_id, email, display_name, password_hash,
+        user_id,
+        email,
+        display_name,
+        password_hash,
     )
     assert row is not None
     return row
@@ -85,7 +89,11 @@ async def create_session(
             await executor.fetchval(
                 "INSERT INTO sessions (user_id, token_hash, expires_at, ip_address, user_agent) "
                 "VALUES ($1, $2, $3, $4::inet, $5) RETURNING id",
-                user_id, token_hash(token), expires_at, ip_address, user_agent,
+                user_id,
+                token_hash(token),
+                expires_at,
+                ip_address,
+                user_agent,
             )
         )
     )

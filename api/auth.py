@@ -1,0 +1,46 @@
+"""Who is calling, and in which tenant: resolved once per request by the middleware."""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+from uuid import UUID
+
+ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    user_id: UUID
+    email: str
+    display_name: str
+    session_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    organization_id: UUID
+    slug: str
+    name: str
+    role: str
+
+    def at_least(self, role: str) -> bool:
+        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """The request's identity. ``viewer`` None: anonymous; ``tenant`` None: no tenant named."""
+
+    request_id: str
+    client_ip: str | None
+    user_agent: str | None
+    viewer: Viewer | None = None
+    tenant: Tenant | None = None
+
+
+#: Also stored in the ASGI scope under SCOPE_KEY; the contextvar serves code without a scope.
+current_auth: contextvars.ContextVar[Auth | None] = contextvars.ContextVar(
+    "taskql_auth", default=None
+)
+SCOPE_KEY = "taskql.auth"

@@ -1,0 +1,76 @@
+"""Error codes, the GraphQL errors we raise on purpose, and the HTTP-level error body.
+
+Every error a client sees carries ``extensions.code``: one of CODES. Expected failures of a
+mutation are typed payload errors (``api.types.errors``); these exceptions are for queries
+and for requests refused before execution.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from graphql import GraphQLError
+
+UNAUTHENTICATED = "UNAUTHENTICATED"
+FORBIDDEN = "FORBIDDEN"
+NOT_FOUND = "NOT_FOUND"
+BAD_USER_INPUT = "BAD_USER_INPUT"
+CONFLICT = "CONFLICT"
+RATE_LIMITED = "RATE_LIMITED"
+INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+CODES = (
+    UNAUTHENTICATED,
+    FORBIDDEN,
+    NOT_FOUND,
+    BAD_USER_INPUT,
+    CONFLICT,
+    RATE_LIMITED,
+    INTERNAL_SERVER_ERROR,
+)
+
+
+class ApiError(GraphQLError):
+    """An expected error, shown to the client as it is, with its code."""
+
+    code = INTERNAL_SERVER_ERROR
+
+    def __init__(self, message: str, **extensions: Any) -> None:
+        super().__init__(message, extensions={"code": self.code, **extensions})
+
+
+class Unauthenticated(ApiError):
+    """The request needs a valid bearer token."""
+
+    code = UNAUTHENTICATED
+
+
+class Forbidden(ApiError):
+    """The caller's role does not allow this."""
+
+    code = FORBIDDEN
+
+
+class NotFound(ApiError):
+    """No such object in the caller's tenant."""
+
+    code = NOT_FOUND
+
+
+class BadUserInput(ApiError):
+    """An argument is malformed or out of range."""
+
+    code = BAD_USER_INPUT
+
+
+class RateLimited(ApiError):
+    """Too many attempts; retry later."""
+
+    code = RATE_LIMITED
+
+
+def error_body(code: str, message: str, **extensions: Any) -> bytes:
+    """A GraphQL-shaped JSON body for errors raised before GraphQL runs (401, 403, 413)."""
+    return json.dumps(
+        {"data": None, "errors": [{"message": message, "extensions": {"code": code, **extensions}}]}
+    ).encode()

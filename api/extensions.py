@@ -1,0 +1,180 @@
+"""Schema extensions: one transaction per operation, error codes and masking, the node
+limit, and statement counts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from graphql import (
+    FieldNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    IntValueNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    ValidationContext,
+    ValidationRule,
+    VariableNode,
+)
+from strawberry.extensions import SchemaExtension
+
+from api import errors
+from api.context import Context
+from db.tenancy import TenantContext, request_transaction
+
+_log = logging.getLogger("taskql.graphql")
+
+
+class OperationTransaction(SchemaExtension):
+    """Run the whole operation in ONE transaction on ONE pooled connection, with the tenant
+    settings applied as its first statement. Errors, or a mutation's typed errors, roll it
+    back: nothing of a failed operation is written."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        context: Context = self.execution_context.context
+        auth = context.auth
+        tenant_context = TenantContext(
+            organization_id=auth.tenant.organization_id if auth.tenant else None,
+            user_id=auth.viewer.user_id if auth.viewer else None,
+            role=auth.tenant.role if auth.tenant else None,
+            request_id=auth.request_id,
+            client_ip=auth.client_ip,
+            user_agent=auth.user_agent,
+            statement_timeout_ms=context.settings.taskql_request_statement_timeout_ms,
+        )
+        async with request_transaction(tenant_context) as (transaction, executor):
+            context.transaction = transaction
+            context.executor = executor
+            yield
+            result = self.execution_context.result
+            if context.failed or (result is not None and result.errors):
+                await transaction.rollback()
+
+
+class ErrorCodes(SchemaExtension):
+    """Give every error an ``extensions.code``; mask unexpected ones, keeping the request id
+    so the log line can be found."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is None or not result.errors:
+            return
+        context: Context | None = self.execution_context.context
+        request_id = context.auth.request_id if context is not None else None
+        result.errors = [_coded(error, request_id) for error in result.errors]
+
+
+def _coded(error: GraphQLError, request_id: str | None) -> GraphQLError:
+    original = error.original_error
+    if isinstance(original, errors.ApiError):
+        return GraphQLError(
+            original.message,
+            error.nodes,
+            error.source,
+            error.positions,
+            error.path,
+            extensions={**(original.extensions or {}), "requestId": request_id},
+        )
+    if original is None:
+        # Syntax and validation errors, limits: the client's query is at fault.
+        code = (error.extensions or {}).get("code", errors.BAD_USER_INPUT)
+        return GraphQLError(
+            error.message,
+            error.nodes,
+            error.source,
+            error.positions,
+            error.path,
+            extensions={**(error.extensions or {}), "code": code},
+        )
+    _log.error("unexpected error [request %s] at %s", request_id, error.path, exc_info=original)
+    return GraphQLError(
+        "Unexpected error.",
+        error.nodes,
+        error.source,
+        error.positions,
+        error.path,
+        extensions={"code": errors.INTERNAL_SERVER_ERROR, "requestId": request_id},
+    )
+
+
+class SqlStatements(SchemaExtension):
+    """Report the operation's statement count in ``extensions.sqlStatements`` (tests, benchmarks)."""
+
+    def get_results(self) -> dict[str, Any]:
+        context: Context | None = self.execution_context.context
+        if context is None or context.executor is None or not context.settings.taskql_sql_stats:
+            return {}
+        return {"sqlStatements": context.executor.statements}
+
+
+def node_limit_rule(limit: int, variables: dict[str, Any] | None) -> type[ValidationRule]:
+    """A validation rule counting the nodes an operation could return, GitHub-style: every
+    connection field costs ``first`` (or ``last``) times the product of its ancestors'."""
+
+    class NodeLimit(ValidationRule):
+        def __init__(self, context: ValidationContext) -> None:
+            super().__init__(context)
+
+        def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
+            total = self._cost(node.selection_set, 1, set())
+            if total > limit:
+                self.report_error(
+                    GraphQLError(
+                        f"this operation could return {total} nodes; the limit is {limit}: "
+                        "ask for smaller pages (`first`/`last`) or fewer nested connections",
+                        node,
+                        extensions={"code": errors.BAD_USER_INPUT, "limit": limit, "cost": total},
+                    )
+                )
+
+        def _page_size(self, field: FieldNode) -> int | None:
+            for argument in field.arguments or ():
+                if argument.name.value in ("first", "last"):
+                    value = argument.value
+                    if isinstance(value, IntValueNode):
+                        return int(value.value)
+                    if isinstance(value, VariableNode) and variables:
+                        given = variables.get(value.name.value)
+                        return given if isinstance(given, int) else None
+            return None
+
+        def _cost(
+            self, selection_set: SelectionSetNode | None, multiplier: int, seen: set[str]
+        ) -> int:
+            if selection_set is None:
+                return 0
+            total = 0
+            for selection in selection_set.selections:
+                if isinstance(selection, FieldNode):
+                    size = self._page_size(selection)
+                    inner = multiplier
+                    if size is not None:
+                        inner = multiplier * max(size, 1)
+                        total += inner
+                    total += self._cost(selection.selection_set, inner, seen)
+                elif isinstance(selection, InlineFragmentNode):
+                    total += self._cost(selection.selection_set, multiplier, seen)
+                elif isinstance(selection, FragmentSpreadNode):
+                    name = selection.name.value
+                    fragment = self.context.get_fragment(name)
+                    if fragment is not None and name not in seen:
+                        total += self._cost(fragment.selection_set, multiplier, seen | {name})
+            return total
+
+    return NodeLimit
+
+
+class NodeLimit(SchemaExtension):
+    """Adds the node-limit rule, with the operation's variables, to validation."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def on_operation(self) -> Iterator[None]:
+        rule = node_limit_rule(self.limit, self.execution_context.variables)
+        self.execution_context.validation_rules = (*self.execution_context.validation_rules, rule)
+        yield

@@ -1,0 +1,138 @@
+"""Per-request DataLoaders: every relation is loaded in batches, one statement per batch.
+
+Built fresh for each request (``Context.loaders``): nothing is cached across requests, so
+one tenant's rows can never be served to another.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
+
+import asyncpg
+from strawberry.dataloader import DataLoader
+
+from api.pagination import Connection, connection
+from db.executor import Executor
+from db.queries import comments, organizations, projects, tasks, users
+from db.queries.connections import Filter, Source, count_by_parent, no_filter, page_by_parent
+from db.sql import Page
+
+if TYPE_CHECKING:
+    from api.context import Context
+
+T = TypeVar("T")
+ByIds = Callable[[Executor, Sequence[UUID]], Awaitable[list[asyncpg.Record]]]
+
+
+@dataclass(frozen=True)
+class PageKey:
+    """One parent's page of a connection; keys sharing everything but the parent batch."""
+
+    source: Source
+    parent_id: UUID
+    page: Page
+    where: Filter = no_filter
+    #: False only for the viewer's own memberships, which span tenants.
+    tenant_scoped: bool = True
+
+
+@dataclass(frozen=True)
+class CountKey:
+    source: Source
+    parent_id: UUID
+    where: Filter = no_filter
+    tenant_scoped: bool = True
+
+
+class Loaders:
+    def __init__(self, context: Context) -> None:
+        self._context = context
+        self.user = self._by_id(users.by_ids)
+        self.organization = self._by_id(organizations.by_ids)
+        self.member = self._by_id(organizations.members_by_ids)
+        self.project = self._by_id(projects.by_ids)
+        self.task = self._by_id(tasks.by_ids)
+        self.comment = self._by_id(comments.by_ids)
+        self.page: DataLoader[PageKey, list[asyncpg.Record]] = DataLoader(self._pages)
+        self.count: DataLoader[CountKey, int] = DataLoader(self._counts)
+        self.ancestors: DataLoader[UUID, list[asyncpg.Record]] = DataLoader(self._ancestors)
+        self.status_counts: DataLoader[UUID, dict[str, int]] = DataLoader(self._status_counts)
+
+    def _by_id(self, query: ByIds) -> DataLoader[UUID, asyncpg.Record | None]:
+        async def load(ids: list[UUID]) -> list[asyncpg.Record | None]:
+            found = {row["id"]: row for row in await query(self._context.db, ids)}
+            return [found.get(i) for i in ids]
+
+        return DataLoader(load)
+
+    def _tenant(self, scoped: bool) -> UUID | None:
+        return self._context.scope_id if scoped else None
+
+    async def _pages(self, keys: list[PageKey]) -> list[list[asyncpg.Record]]:
+        groups: dict[tuple[Any, ...], list[UUID]] = defaultdict(list)
+        for key in keys:
+            groups[(key.source, key.page, key.where, key.tenant_scoped)].append(key.parent_id)
+        results: dict[tuple[Any, ...], list[asyncpg.Record]] = {}
+        for (source, page, where, scoped), parents in groups.items():
+            rows = await page_by_parent(
+                self._context.db, source, self._tenant(scoped), parents, page, where
+            )
+            for parent in parents:
+                results[(source, page, where, scoped, parent)] = rows.get(parent, [])
+        return [results[(k.source, k.page, k.where, k.tenant_scoped, k.parent_id)] for k in keys]
+
+    async def _counts(self, keys: list[CountKey]) -> list[int]:
+        groups: dict[tuple[Any, ...], list[UUID]] = defaultdict(list)
+        for key in keys:
+            groups[(key.source, key.where, key.tenant_scoped)].append(key.parent_id)
+        results: dict[tuple[Any, ...], int] = {}
+        for (source, where, scoped), parents in groups.items():
+            counts = await count_by_parent(
+                self._context.db, source, self._tenant(scoped), parents, where
+            )
+            for parent in parents:
+                results[(source, where, scoped, parent)] = counts.get(parent, 0)
+        return [results[(k.source, k.where, k.tenant_scoped, k.parent_id)] for k in keys]
+
+    async def _ancestors(self, ids: list[UUID]) -> list[list[asyncpg.Record]]:
+        grouped: dict[UUID, list[asyncpg.Record]] = defaultdict(list)
+        for row in await tasks.ancestors(self._context.db, self._context.scope_id, ids):
+            grouped[row["_origin"]].append(row)
+        return [grouped.get(i, []) for i in ids]
+
+    async def _status_counts(self, project_ids: list[UUID]) -> list[dict[str, int]]:
+        grouped: dict[UUID, dict[str, int]] = defaultdict(dict)
+        for row in await tasks.counts_by_status(
+            self._context.db, self._context.scope_id, project_ids
+        ):
+            grouped[row["project_id"]][row["status"]] = row["total"]
+        return [grouped.get(i, {}) for i in project_ids]
+
+    def prime(self, loader: DataLoader[UUID, asyncpg.Record | None], row: asyncpg.Record) -> None:
+        """Put a row just written into its loader, so resolving it costs no statement."""
+        loader.clear(row["id"])
+        loader.prime(row["id"], row)
+
+
+async def load_connection(
+    context: Context,
+    source: Source,
+    parent_id: UUID,
+    page: Page,
+    node: Callable[[asyncpg.Record], T],
+    where: Filter = no_filter,
+    tenant_scoped: bool = True,
+) -> Connection[T]:
+    """A parent's page of a connection, batched with its siblings' pages; ``totalCount``
+    costs one more (batched) statement, only when a client asks for it."""
+    loaders = context.loaders
+    rows = await loaders.page.load(PageKey(source, parent_id, page, where, tenant_scoped))
+
+    def count() -> Awaitable[int]:
+        return loaders.count.load(CountKey(source, parent_id, where, tenant_scoped))
+
+    return connection(rows, page, node, count)

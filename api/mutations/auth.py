@@ -1,0 +1,169 @@
+"""Sign-up, log-in, log-out and password change. Tokens are opaque and random; only their
+SHA-256 is stored; sessions expire and can be revoked."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from datetime import UTC, datetime, timedelta
+
+import strawberry
+
+from api import errors, validation
+from api.context import Info
+from api.mutations.base import Failed, mutation
+from api.types.errors import RateLimitedError, UserError
+from api.types.errors import validation as invalid
+from api.types.users import User
+from db import passwords
+from db.queries import users
+from db.uuid7 import uuid7
+
+#: One message for unknown e-mail and wrong password: no account enumeration.
+BAD_CREDENTIALS = "wrong e-mail or password"
+#: Verified against when the e-mail is unknown, so both cases take the same time.
+_DUMMY_HASH = passwords.hash_password("taskql-timing-equaliser")
+
+
+@strawberry.input
+class SignUpInput:
+    email: str
+    password: str = strawberry.field(description=f"At least {validation.MIN_PASSWORD} characters.")
+    display_name: str
+
+
+@strawberry.input
+class LogInInput:
+    email: str
+    password: str
+
+
+@strawberry.input
+class ChangePasswordInput:
+    current_password: str
+    new_password: str
+
+
+@strawberry.type(description="A new session: send `Authorization: Bearer <token>` from now on.")
+class AuthPayload:
+    token: str | None = None
+    expires_at: datetime | None = None
+    user: User | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class LogOutPayload:
+    ok: bool = False
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+async def _start_session(info: Info, user_id: object) -> tuple[str, datetime]:
+    context = info.context
+    token = secrets.token_urlsafe(32)
+    expires_at = datetime.now(UTC) + timedelta(seconds=context.settings.taskql_session_ttl_seconds)
+    await users.create_session(
+        context.db,
+        user_id,
+        token,
+        expires_at,
+        context.auth.client_ip,
+        context.auth.user_agent,  # type: ignore[arg-type]
+    )
+    return token, expires_at
+
+
+async def _as_user(info: Info, user_id: object) -> None:
+    await info.context.db.execute("SELECT set_config('app.user_id', $1, true)", str(user_id))
+
+
+@strawberry.type
+class AuthMutations:
+    @strawberry.mutation(description="Create an account and log in.")
+    async def sign_up(self, info: Info, input: SignUpInput) -> AuthPayload:
+        async with mutation(info) as run:
+            email = input.email.strip()
+            problems = [
+                invalid(p, f)
+                for f, p in (
+                    ("email", validation.email_problem(email)),
+                    ("password", validation.password_problem(input.password)),
+                    ("displayName", validation.text_problem(input.display_name, 200)),
+                )
+                if p is not None
+            ]
+            if problems:
+                raise Failed(*problems)
+            password_hash = await asyncio.to_thread(passwords.hash_password, input.password)
+            user_id = uuid7()
+            await _as_user(info, user_id)
+            row = await users.create(
+                info.context.db, user_id, email, input.display_name.strip(), password_hash
+            )
+            token, expires_at = await _start_session(info, user_id)
+            return AuthPayload(token=token, expires_at=expires_at, user=User.from_row(row))
+        return AuthPayload(errors=run.errors)
+
+    @strawberry.mutation(description="Exchange e-mail and password for a session token.")
+    async def log_in(self, info: Info, input: LogInInput) -> AuthPayload:
+        context = info.context
+        async with mutation(info) as run:
+            email = input.email.strip().lower()
+            for key, limiter in (
+                (f"email:{email}", context.limiter),
+                (f"ip:{context.auth.client_ip}", context.ip_limiter),
+            ):
+                retry_after = limiter.hit(key)
+                if retry_after is not None:
+                    raise Failed(
+                        RateLimitedError(
+                            message="too many log-in attempts; try again later",
+                            code=errors.RATE_LIMITED,
+                            path=[],
+                            retry_after_seconds=retry_after,
+                        )
+                    )
+            candidate = await users.login_candidate(context.db, email)
+            stored = candidate["password_hash"] if candidate is not None else _DUMMY_HASH
+            valid = await asyncio.to_thread(passwords.verify_password, stored, input.password)
+            if candidate is None or not valid:
+                raise Failed(invalid(BAD_CREDENTIALS))
+            user_id = candidate["id"]
+            await _as_user(info, user_id)
+            if passwords.needs_rehash(stored):
+                rehashed = await asyncio.to_thread(passwords.hash_password, input.password)
+                await users.set_password_hash(context.db, user_id, rehashed)
+            token, expires_at = await _start_session(info, user_id)
+            rows = await users.by_ids(context.db, [user_id])
+            return AuthPayload(token=token, expires_at=expires_at, user=User.from_row(rows[0]))
+        return AuthPayload(errors=run.errors)
+
+    @strawberry.mutation(description="Revoke the session whose token this request carries.")
+    async def log_out(self, info: Info) -> LogOutPayload:
+        async with mutation(info) as run:
+            await users.revoke_session(info.context.db, run.viewer.session_id)
+            return LogOutPayload(ok=True)
+        return LogOutPayload(errors=run.errors)
+
+    @strawberry.mutation(
+        description="Change your password; every session is revoked and a new one returned."
+    )
+    async def change_password(self, info: Info, input: ChangePasswordInput) -> AuthPayload:
+        context = info.context
+        async with mutation(info) as run:
+            viewer = run.viewer
+            problem = validation.password_problem(input.new_password)
+            if problem is not None:
+                raise Failed(invalid(problem, "newPassword"))
+            stored = await users.password_hash(context.db, viewer.user_id)
+            if stored is None or not await asyncio.to_thread(
+                passwords.verify_password, stored, input.current_password
+            ):
+                raise Failed(invalid("the current password is wrong", "currentPassword"))
+            new_hash = await asyncio.to_thread(passwords.hash_password, input.new_password)
+            await users.set_password_hash(context.db, viewer.user_id, new_hash)
+            await users.revoke_all_sessions(context.db, viewer.user_id)
+            token, expires_at = await _start_session(info, viewer.user_id)
+            rows = await users.by_ids(context.db, [viewer.user_id])
+            return AuthPayload(token=token, expires_at=expires_at, user=User.from_row(rows[0]))
+        return AuthPayload(errors=run.errors)

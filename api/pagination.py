@@ -1,0 +1,110 @@
+"""Relay cursor connections over keyset pages (never OFFSET)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+from uuid import UUID
+
+import asyncpg
+import strawberry
+
+from api.errors import BadUserInput
+from db.sql import Order, Page
+
+T = TypeVar("T")
+MAX_PAGE = 100
+
+
+@strawberry.type(description="Where a page sits in its list (Relay).")
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type(description="One item of a connection and the cursor to continue after it.")
+class Edge(Generic[T]):
+    cursor: str
+    node: T
+
+
+@strawberry.type(description="A page of a list, paginated by keyset cursors.")
+class Connection(Generic[T]):
+    edges: list[Edge[T]]
+    page_info: PageInfo
+    _count: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field(description="Number of items in the whole list (one more statement).")
+    async def total_count(self) -> int:
+        return await self._count()
+
+    @strawberry.field(description="The nodes of this page, without cursors.")
+    def nodes(self) -> list[T]:
+        return [edge.node for edge in self.edges]
+
+
+def encode_cursor(key: str | None, row_id: UUID) -> str:
+    return base64.urlsafe_b64encode(json.dumps([key, str(row_id)]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        key, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not isinstance(key, str):
+            raise ValueError(key)
+        return key, UUID(row_id)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise BadUserInput(f"malformed cursor {cursor[:80]!r}", argument="after") from None
+
+
+def page_request(
+    order: Order,
+    first: int | None,
+    after: str | None,
+    last: int | None = None,
+    before: str | None = None,
+) -> Page:
+    """Validate Relay arguments: exactly one of ``first``/``last``, 1 to MAX_PAGE."""
+    if (first is None) == (last is None):
+        raise BadUserInput("give exactly one of `first` or `last`", argument="first")
+    size = first if first is not None else last
+    assert size is not None
+    if not 1 <= size <= MAX_PAGE:
+        raise BadUserInput(f"`first`/`last` must be between 1 and {MAX_PAGE}", argument="first")
+    if (first is not None and before is not None) or (last is not None and after is not None):
+        raise BadUserInput("use `after` with `first`, `before` with `last`", argument="after")
+    if last is not None:
+        return Page(size, order, decode_cursor(before) if before else None, backwards=True)
+    return Page(size, order, decode_cursor(after) if after else None)
+
+
+def connection(
+    rows: Sequence[asyncpg.Record],
+    page: Page,
+    node: Callable[[asyncpg.Record], T],
+    count: Callable[[], Awaitable[int]],
+) -> Connection[T]:
+    """Build a connection from up to ``page.size + 1`` rows (the extra one means: more)."""
+    more = len(rows) > page.size
+    if page.backwards:
+        visible = list(rows[len(rows) - page.size :]) if more else list(rows)
+    else:
+        visible = list(rows[: page.size])
+    edges = [Edge(cursor=encode_cursor(row["_key"], row["id"]), node=node(row)) for row in visible]
+    continued = page.cursor is not None
+    return Connection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=more if not page.backwards else continued,
+            has_previous_page=more if page.backwards else continued,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+        _count=count,
+    )

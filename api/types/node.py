@@ -1,0 +1,50 @@
+"""The Relay Node interface and the enums shared by several types."""
+
+from __future__ import annotations
+
+from enum import Enum
+from uuid import UUID
+
+import strawberry
+
+from api.ids import to_global_id
+
+
+@strawberry.interface(description="An object with a global id: refetch it with `node(id:)`.")
+class Node:
+    pk: strawberry.Private[UUID]
+
+    @strawberry.field(name="id", description="Global id (opaque; stable across requests).")
+    def global_id(self) -> strawberry.ID:
+        return strawberry.ID(to_global_id(type(self).__name__, self.pk))
+
+
+@strawberry.enum(description="A member's role; each includes the rights of those below it.")
+class Role(Enum):
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+    VIEWER = "viewer"
+
+
+@strawberry.enum
+class TaskStatus(Enum):
+    TODO = "todo"
+    IN_PROGRESS = "in_progress"
+    BLOCKED = "blocked"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+@strawberry.enum
+class ProjectStatus(Enum):
+    PLANNED = "planned"
+    ACTIVE = "active"
+    ON_HOLD = "on_hold"
+    COMPLETED = "completed"
+
+
+@strawberry.enum
+class Direction(Enum):
+    ASC = "asc"
+    DESC = "desc"

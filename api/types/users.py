@@ -1,0 +1,109 @@
+"""Users, members and the viewer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+from uuid import UUID
+
+import asyncpg
+import strawberry
+
+from api.context import Info
+from api.loaders import load_connection
+from api.pagination import Connection, page_request
+from api.types.node import Node, Role
+from db.queries.organizations import MEMBERSHIPS
+from db.sql import Order
+
+if TYPE_CHECKING:
+    from api.types.organizations import Organization
+
+OLDEST_FIRST = Order("t.created_at", "timestamptz")
+
+
+@strawberry.type(
+    description="A person with an account. Visible to themselves and to members of the current organization."
+)
+class User(Node):
+    email: str
+    display_name: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> User:
+        return cls(
+            pk=row["id"],
+            email=row["email"],
+            display_name=row["display_name"],
+            created_at=row["created_at"],
+        )
+
+
+async def load_user(info: Info, user_id: UUID | None) -> User | None:
+    if user_id is None:
+        return None
+    row = await info.context.loaders.user.load(user_id)
+    return User.from_row(row) if row is not None else None
+
+
+@strawberry.type(description="A user's membership of an organization, with their role.")
+class Member(Node):
+    role: Role
+    created_at: datetime = strawberry.field(description="When the user joined.")
+    user_id: strawberry.Private[UUID]
+    organization_id: strawberry.Private[UUID]
+    invited_by_id: strawberry.Private[UUID | None]
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Member:
+        return cls(
+            pk=row["id"],
+            role=Role(row["role"]),
+            created_at=row["created_at"],
+            user_id=row["user_id"],
+            organization_id=row["organization_id"],
+            invited_by_id=row["invited_by"],
+        )
+
+    @strawberry.field
+    async def user(self, info: Info) -> User | None:
+        return await load_user(info, self.user_id)
+
+    @strawberry.field
+    async def invited_by(self, info: Info) -> User | None:
+        return await load_user(info, self.invited_by_id)
+
+    @strawberry.field
+    async def organization(
+        self, info: Info
+    ) -> Annotated[Organization, strawberry.lazy("api.types.organizations")] | None:
+        from api.types.organizations import Organization
+
+        row = await info.context.loaders.organization.load(self.organization_id)
+        return Organization.from_row(row) if row is not None else None
+
+
+@strawberry.type(description="The authenticated caller.")
+class Viewer:
+    user_id: strawberry.Private[UUID]
+
+    @strawberry.field
+    async def user(self, info: Info) -> User:
+        user = await load_user(info, self.user_id)
+        assert user is not None
+        return user
+
+    @strawberry.field(description="The organizations you belong to, with your role in each.")
+    async def memberships(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Member]:
+        page = page_request(OLDEST_FIRST, first, after, last, before)
+        return await load_connection(
+            info.context, MEMBERSHIPS, self.user_id, page, Member.from_row, tenant_scoped=False
+        )
