@@ -114,8 +114,7 @@ class Loaders:
 
     def prime(self, loader: DataLoader[UUID, asyncpg.Record | None], row: asyncpg.Record) -> None:
         """Put a row just written into its loader, so resolving it costs no statement."""
-        loader.clear(row["id"])
-        loader.prime(row["id"], row)
+        loader.prime(row["id"], row, force=True)
 
 
 async def load_connection(

@@ -1,0 +1,200 @@
+"""Sign-up, log-in, log-out, password change, and what a token / tenant header unlocks."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.settings import Settings
+from db.tenancy import TenantContext, request_transaction
+from tests.api.conftest import Api
+from tests.api.world import Org
+from db.uuid7 import uuid7
+
+SIGN_UP = """
+mutation($email: String!, $password: String!) {
+  signUp(input: {email: $email, password: $password, displayName: "New Person"}) {
+    token user { id email displayName }
+    errors { __typename message code path }
+  }
+}"""
+LOG_IN = """
+mutation($email: String!, $password: String!) {
+  logIn(input: {email: $email, password: $password}) {
+    token user { email }
+    errors { __typename message code path ... on RateLimitedError { retryAfterSeconds } }
+  }
+}"""
+VIEWER = "{ viewer { user { email } memberships(first: 10) { totalCount nodes { role organization { slug } } } } }"
+
+
+def unique_email() -> str:
+    return f"person-{uuid7().hex[-12:]}@example.test"
+
+
+async def sign_up(api: Api, email: str, password: str = "correct horse battery") -> dict:  # type: ignore[type-arg]
+    body = await api(SIGN_UP, {"email": email, "password": password})
+    return body["data"]["signUp"]  # type: ignore[no-any-return]
+
+
+async def test_sign_up_then_log_in_then_use_the_token(api: Api, org_a: Org) -> None:
+    email = unique_email()
+    created = await sign_up(api, email)
+    assert created["errors"] == []
+    assert created["user"]["email"] == email
+    logged_in = (await api(LOG_IN, {"email": email.upper(), "password": "correct horse battery"}))["data"]["logIn"]
+    assert logged_in["errors"] == []
+    assert logged_in["token"] != created["token"]
+    for token in (created["token"], logged_in["token"]):
+        viewer = (await api(VIEWER, token=token))["data"]["viewer"]
+        assert viewer["user"]["email"] == email
+        assert viewer["memberships"] == {"totalCount": 0, "nodes": []}
+
+
+async def test_sign_up_rejects_bad_input_with_field_paths(api: Api, pool: object) -> None:
+    result = await sign_up(api, "not-an-email", "short")
+    assert result["token"] is None
+    assert {(e["__typename"], e["code"], tuple(e["path"])) for e in result["errors"]} == {
+        ("ValidationError", "BAD_USER_INPUT", ("input", "email")),
+        ("ValidationError", "BAD_USER_INPUT", ("input", "password")),
+    }
+
+
+async def test_an_email_is_taken_whatever_its_case(api: Api, org_a: Org) -> None:
+    result = await sign_up(api, org_a.emails["member"].upper())
+    assert result["token"] is None
+    assert [(e["__typename"], e["code"], e["path"]) for e in result["errors"]] == [
+        ("ConflictError", "CONFLICT", ["input", "email"])
+    ]
+
+
+async def test_unknown_email_and_wrong_password_get_the_same_answer(api: Api, pool: object) -> None:
+    email = unique_email()
+    await sign_up(api, email)
+    wrong = (await api(LOG_IN, {"email": email, "password": "not the password"}))["data"]["logIn"]
+    unknown = (await api(LOG_IN, {"email": unique_email(), "password": "not the password"}))["data"]["logIn"]
+    assert wrong["token"] is None
+    assert unknown["token"] is None
+    assert wrong["errors"] == unknown["errors"]
+    assert wrong["errors"][0]["message"] == "wrong e-mail or password"
+
+
+async def test_log_in_attempts_are_rate_limited_per_email(pool: object) -> None:
+    import httpx
+
+    from api.app import create_app
+
+    app = create_app(Settings(taskql_login_attempts_per_email=3))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        api = Api(client)
+        email = unique_email()
+        codes = []
+        for _ in range(5):
+            result = (await api(LOG_IN, {"email": email, "password": "x" * 12}))["data"]["logIn"]
+            codes.append(result["errors"][0]["code"])
+        other = (await api(LOG_IN, {"email": unique_email(), "password": "x" * 12}))["data"]["logIn"]
+    assert codes == ["BAD_USER_INPUT"] * 3 + ["RATE_LIMITED"] * 2
+    assert other["errors"][0]["code"] == "BAD_USER_INPUT"
+
+
+async def test_log_in_attempts_are_rate_limited_per_client_address(pool: object) -> None:
+    import httpx
+
+    from api.app import create_app
+
+    app = create_app(Settings(taskql_login_attempts_per_ip=2))
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 1234))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        api = Api(client)
+        results = [
+            (await api(LOG_IN, {"email": unique_email(), "password": "x" * 12}))["data"]["logIn"]
+            for _ in range(3)
+        ]
+    assert [r["errors"][0]["code"] for r in results] == ["BAD_USER_INPUT", "BAD_USER_INPUT", "RATE_LIMITED"]
+    assert results[-1]["errors"][0]["retryAfterSeconds"] >= 1
+
+
+async def test_log_out_revokes_the_token(api: Api, org_a: Org) -> None:
+    token = org_a.tokens["viewer"]
+    body = await api("mutation { logOut { ok errors { message } } }", token=token)
+    assert body["data"]["logOut"] == {"ok": True, "errors": []}
+    response = await api.post(VIEWER, token=token)
+    assert response.status_code == 401
+    assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_changing_the_password_revokes_every_session(api: Api, pool: object) -> None:
+    email = unique_email()
+    first = (await sign_up(api, email))["token"]
+    second = (await api(LOG_IN, {"email": email, "password": "correct horse battery"}))["data"]["logIn"]["token"]
+    changed = (
+        await api(
+            'mutation { changePassword(input: {currentPassword: "correct horse battery", '
+            'newPassword: "a much better passphrase"}) { token errors { message } } }',
+            token=first,
+        )
+    )["data"]["changePassword"]
+    assert changed["errors"] == []
+    for old in (first, second):
+        assert (await api.post(VIEWER, token=old)).status_code == 401
+    assert (await api(VIEWER, token=changed["token"]))["data"]["viewer"]["user"]["email"] == email
+    relog = (await api(LOG_IN, {"email": email, "password": "a much better passphrase"}))["data"]["logIn"]
+    assert relog["errors"] == []
+
+
+async def test_a_wrong_current_password_changes_nothing(api: Api, org_a: Org) -> None:
+    body = await api(
+        'mutation { changePassword(input: {currentPassword: "nope nope nope", newPassword: "whatever it is now"}) '
+        "{ token errors { code path } } }",
+        token=org_a.tokens["member"],
+    )
+    assert body["data"]["changePassword"] == {
+        "token": None, "errors": [{"code": "BAD_USER_INPUT", "path": ["input", "currentPassword"]}]
+    }
+    assert (await api.post(VIEWER, token=org_a.tokens["member"])).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Bearer not-a-real-token", "Bearer ", "Basic dXNlcjpwYXNz", "Bearer " + "x" * 300],
+)
+async def test_a_bad_token_is_401_with_a_graphql_shaped_error(api: Api, header: str, pool: object) -> None:
+    response = await api.post(VIEWER, headers={"Authorization": header})
+    assert response.status_code == 401
+    error = response.json()["errors"][0]
+    assert error["extensions"]["code"] == "UNAUTHENTICATED"
+    assert error["extensions"]["requestId"] == response.headers["x-request-id"]
+
+
+async def test_an_expired_session_is_401(api: Api, org_a: Org) -> None:
+    owner = org_a.users["owner"]
+    async with request_transaction(TenantContext(user_id=owner)) as (_, executor):
+        await executor.execute(
+            "UPDATE sessions SET created_at = now() - interval '2 days', expires_at = now() - interval '1 day' "
+            "WHERE user_id = $1",
+            owner,
+        )
+    assert (await api.post(VIEWER, token=org_a.tokens["owner"])).status_code == 401
+
+
+async def test_a_tenant_you_are_not_a_member_of_is_403(api: Api, org_a: Org, org_b: Org) -> None:
+    for org in (org_b.slug, str(org_b.id), "no-such-organization"):
+        response = await api.post(VIEWER, token=org_a.tokens["owner"], org=org)
+        assert response.status_code == 403
+        assert response.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+async def test_a_tenant_header_without_a_token_is_401(api: Api, org_a: Org) -> None:
+    response = await api.post(VIEWER, org=org_a.slug)
+    assert response.status_code == 401
+
+
+async def test_without_a_tenant_only_tenant_free_fields_work(api: Api, org_a: Org) -> None:
+    token = org_a.tokens["member"]
+    viewer = (await api(VIEWER, token=token))["data"]["viewer"]
+    assert viewer["memberships"]["nodes"] == [{"role": "MEMBER", "organization": {"slug": org_a.slug}}]
+    body = await api("query($id: ID!) { project(id: $id) { name } }", {"id": org_a.project}, token=token)
+    assert body["data"]["project"] is None
+    assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    anonymous = await api("query($id: ID!) { project(id: $id) { name } }", {"id": org_a.project})
+    assert anonymous["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
