@@ -33,7 +33,12 @@ class UpdateProjectInput:
 
 
 @strawberry.input
-class ProjectIdInput:
+class ArchiveProjectInput:
+    id: strawberry.ID
+
+
+@strawberry.input
+class UnarchiveProjectInput:
     id: strawberry.ID
 
 
@@ -94,15 +99,17 @@ class ProjectMutations:
     @strawberry.mutation(
         description="Archive a project: hidden from lists, kept with its tasks (admins)."
     )
-    async def archive_project(self, info: Info, input: ProjectIdInput) -> ProjectPayload:
+    async def archive_project(self, info: Info, input: ArchiveProjectInput) -> ProjectPayload:
         return await _set_archived(info, input, archived=True)
 
     @strawberry.mutation(description="Bring an archived project back (admins).")
-    async def unarchive_project(self, info: Info, input: ProjectIdInput) -> ProjectPayload:
+    async def unarchive_project(self, info: Info, input: UnarchiveProjectInput) -> ProjectPayload:
         return await _set_archived(info, input, archived=False)
 
 
-async def _set_archived(info: Info, input: ProjectIdInput, archived: bool) -> ProjectPayload:
+async def _set_archived(
+    info: Info, input: ArchiveProjectInput | UnarchiveProjectInput, archived: bool
+) -> ProjectPayload:
     async with mutation(info) as run:
         run.tenant("admin")
         row = await projects.set_archived(info.context.db, decode_id(input.id, "Project"), archived)

@@ -93,7 +93,17 @@ class AssignTaskInput:
 
 
 @strawberry.input
-class TaskIdInput:
+class CompleteTaskInput:
+    id: strawberry.ID
+
+
+@strawberry.input
+class ReopenTaskInput:
+    id: strawberry.ID
+
+
+@strawberry.input
+class DeleteTaskInput:
     id: strawberry.ID
 
 
@@ -258,7 +268,7 @@ class TaskMutations:
         return TaskPayload(errors=run.errors)
 
     @strawberry.mutation(description="Mark a task done (members).")
-    async def complete_task(self, info: Info, input: TaskIdInput) -> TaskPayload:
+    async def complete_task(self, info: Info, input: CompleteTaskInput) -> TaskPayload:
         async with mutation(info) as run:
             run.tenant("member")
             row = await tasks.update(info.context.db, decode_id(input.id, "Task"), status="done")
@@ -266,7 +276,7 @@ class TaskMutations:
         return TaskPayload(errors=run.errors)
 
     @strawberry.mutation(description="Reopen a done or cancelled task (members).")
-    async def reopen_task(self, info: Info, input: TaskIdInput) -> TaskPayload:
+    async def reopen_task(self, info: Info, input: ReopenTaskInput) -> TaskPayload:
         async with mutation(info) as run:
             run.tenant("member")
             row = await tasks.update(info.context.db, decode_id(input.id, "Task"), status="todo")
@@ -274,7 +284,7 @@ class TaskMutations:
         return TaskPayload(errors=run.errors)
 
     @strawberry.mutation(description="Delete a task with its subtasks and comments (members).")
-    async def delete_task(self, info: Info, input: TaskIdInput) -> DeleteTaskPayload:
+    async def delete_task(self, info: Info, input: DeleteTaskInput) -> DeleteTaskPayload:
         async with mutation(info) as run:
             run.tenant("member")
             if not await tasks.delete(info.context.db, decode_id(input.id, "Task")):

@@ -20,19 +20,31 @@ class Api:
     client: httpx.AsyncClient
 
     async def post(
-        self, query: str, variables: dict[str, Any] | None = None, *,
-        token: str | None = None, org: str | None = None, headers: dict[str, str] | None = None,
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        token: str | None = None,
+        org: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         sent = dict(headers or {})
         if token is not None:
             sent["Authorization"] = f"Bearer {token}"
         if org is not None:
             sent["X-Organization"] = org
-        return await self.client.post("/graphql", json={"query": query, "variables": variables or {}}, headers=sent)
+        return await self.client.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=sent
+        )
 
     async def __call__(
-        self, query: str, variables: dict[str, Any] | None = None, *,
-        as_: tuple[Org, str] | None = None, org: str | None = None, token: str | None = None,
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        as_: tuple[Org, str] | None = None,
+        org: str | None = None,
+        token: str | None = None,
     ) -> dict[str, Any]:
         """Run an operation as (org, role): that user's token, that org's slug."""
         if as_ is not None:

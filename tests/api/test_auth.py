@@ -41,7 +41,9 @@ async def test_sign_up_then_log_in_then_use_the_token(api: Api, org_a: Org) -> N
     created = await sign_up(api, email)
     assert created["errors"] == []
     assert created["user"]["email"] == email
-    logged_in = (await api(LOG_IN, {"email": email.upper(), "password": "correct horse battery"}))["data"]["logIn"]
+    logged_in = (await api(LOG_IN, {"email": email.upper(), "password": "correct horse battery"}))[
+        "data"
+    ]["logIn"]
     assert logged_in["errors"] == []
     assert logged_in["token"] != created["token"]
     for token in (created["token"], logged_in["token"]):
@@ -71,7 +73,9 @@ async def test_unknown_email_and_wrong_password_get_the_same_answer(api: Api, po
     email = unique_email()
     await sign_up(api, email)
     wrong = (await api(LOG_IN, {"email": email, "password": "not the password"}))["data"]["logIn"]
-    unknown = (await api(LOG_IN, {"email": unique_email(), "password": "not the password"}))["data"]["logIn"]
+    unknown = (await api(LOG_IN, {"email": unique_email(), "password": "not the password"}))[
+        "data"
+    ]["logIn"]
     assert wrong["token"] is None
     assert unknown["token"] is None
     assert wrong["errors"] == unknown["errors"]
@@ -92,7 +96,9 @@ async def test_log_in_attempts_are_rate_limited_per_email(pool: object) -> None:
         for _ in range(5):
             result = (await api(LOG_IN, {"email": email, "password": "x" * 12}))["data"]["logIn"]
             codes.append(result["errors"][0]["code"])
-        other = (await api(LOG_IN, {"email": unique_email(), "password": "x" * 12}))["data"]["logIn"]
+        other = (await api(LOG_IN, {"email": unique_email(), "password": "x" * 12}))["data"][
+            "logIn"
+        ]
     assert codes == ["BAD_USER_INPUT"] * 3 + ["RATE_LIMITED"] * 2
     assert other["errors"][0]["code"] == "BAD_USER_INPUT"
 
@@ -110,7 +116,11 @@ async def test_log_in_attempts_are_rate_limited_per_client_address(pool: object)
             (await api(LOG_IN, {"email": unique_email(), "password": "x" * 12}))["data"]["logIn"]
             for _ in range(3)
         ]
-    assert [r["errors"][0]["code"] for r in results] == ["BAD_USER_INPUT", "BAD_USER_INPUT", "RATE_LIMITED"]
+    assert [r["errors"][0]["code"] for r in results] == [
+        "BAD_USER_INPUT",
+        "BAD_USER_INPUT",
+        "RATE_LIMITED",
+    ]
     assert results[-1]["errors"][0]["retryAfterSeconds"] >= 1
 
 
@@ -126,7 +136,9 @@ async def test_log_out_revokes_the_token(api: Api, org_a: Org) -> None:
 async def test_changing_the_password_revokes_every_session(api: Api, pool: object) -> None:
     email = unique_email()
     first = (await sign_up(api, email))["token"]
-    second = (await api(LOG_IN, {"email": email, "password": "correct horse battery"}))["data"]["logIn"]["token"]
+    second = (await api(LOG_IN, {"email": email, "password": "correct horse battery"}))["data"][
+        "logIn"
+    ]["token"]
     changed = (
         await api(
             'mutation { changePassword(input: {currentPassword: "correct horse battery", '
@@ -138,7 +150,9 @@ async def test_changing_the_password_revokes_every_session(api: Api, pool: objec
     for old in (first, second):
         assert (await api.post(VIEWER, token=old)).status_code == 401
     assert (await api(VIEWER, token=changed["token"]))["data"]["viewer"]["user"]["email"] == email
-    relog = (await api(LOG_IN, {"email": email, "password": "a much better passphrase"}))["data"]["logIn"]
+    relog = (await api(LOG_IN, {"email": email, "password": "a much better passphrase"}))["data"][
+        "logIn"
+    ]
     assert relog["errors"] == []
 
 
@@ -149,7 +163,8 @@ async def test_a_wrong_current_password_changes_nothing(api: Api, org_a: Org) ->
         token=org_a.tokens["member"],
     )
     assert body["data"]["changePassword"] == {
-        "token": None, "errors": [{"code": "BAD_USER_INPUT", "path": ["input", "currentPassword"]}]
+        "token": None,
+        "errors": [{"code": "BAD_USER_INPUT", "path": ["input", "currentPassword"]}],
     }
     assert (await api.post(VIEWER, token=org_a.tokens["member"])).status_code == 200
 
@@ -158,7 +173,9 @@ async def test_a_wrong_current_password_changes_nothing(api: Api, org_a: Org) ->
     "header",
     ["Bearer not-a-real-token", "Bearer ", "Basic dXNlcjpwYXNz", "Bearer " + "x" * 300],
 )
-async def test_a_bad_token_is_401_with_a_graphql_shaped_error(api: Api, header: str, pool: object) -> None:
+async def test_a_bad_token_is_401_with_a_graphql_shaped_error(
+    api: Api, header: str, pool: object
+) -> None:
     response = await api.post(VIEWER, headers={"Authorization": header})
     assert response.status_code == 401
     error = response.json()["errors"][0]
@@ -192,8 +209,12 @@ async def test_a_tenant_header_without_a_token_is_401(api: Api, org_a: Org) -> N
 async def test_without_a_tenant_only_tenant_free_fields_work(api: Api, org_a: Org) -> None:
     token = org_a.tokens["member"]
     viewer = (await api(VIEWER, token=token))["data"]["viewer"]
-    assert viewer["memberships"]["nodes"] == [{"role": "MEMBER", "organization": {"slug": org_a.slug}}]
-    body = await api("query($id: ID!) { project(id: $id) { name } }", {"id": org_a.project}, token=token)
+    assert viewer["memberships"]["nodes"] == [
+        {"role": "MEMBER", "organization": {"slug": org_a.slug}}
+    ]
+    body = await api(
+        "query($id: ID!) { project(id: $id) { name } }", {"id": org_a.project}, token=token
+    )
     assert body["data"]["project"] is None
     assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
     anonymous = await api("query($id: ID!) { project(id: $id) { name } }", {"id": org_a.project})

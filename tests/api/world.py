@@ -64,7 +64,9 @@ async def seed_org(label: str, tasks: int = 3, comments_per_task: int = 2) -> Or
     owner = org.users["owner"]
     context = TenantContext(organization_id=org.id, user_id=owner, role="owner")
     async with request_transaction(context):
-        await tables.Organization.insert(tables.Organization(id=org.id, name=f"Org {label}", slug=org.slug))
+        await tables.Organization.insert(
+            tables.Organization(id=org.id, name=f"Org {label}", slug=org.slug)
+        )
         await tables.OrganizationMember.insert(
             *[
                 tables.OrganizationMember(organization_id=org.id, user_id=org.users[r], role=r)
@@ -72,7 +74,9 @@ async def seed_org(label: str, tasks: int = 3, comments_per_task: int = 2) -> Or
             ]
         )
         await tables.Project.insert(
-            tables.Project(id=org.project_id, organization_id=org.id, name=f"Launch {label}", created_by=owner)
+            tables.Project(
+                id=org.project_id, organization_id=org.id, name=f"Launch {label}", created_by=owner
+            )
         )
     await add_tasks(org, tasks, comments_per_task)
     return org
@@ -84,8 +88,11 @@ async def add_tasks(org: Org, count: int, comments_per_task: int) -> None:
     async with request_transaction(context):
         rows = [
             tables.Task(
-                id=uuid7(), organization_id=org.id, project_id=org.project_id,
-                title=f"Task {label_index} of {org.label}", priority=label_index % 5,
+                id=uuid7(),
+                organization_id=org.id,
+                project_id=org.project_id,
+                title=f"Task {label_index} of {org.label}",
+                priority=label_index % 5,
                 assignee_id=org.users[("owner", "admin", "member")[label_index % 3]],
                 created_by=member,
             )
@@ -95,7 +102,10 @@ async def add_tasks(org: Org, count: int, comments_per_task: int) -> None:
             await tables.Task.insert(*rows)
         comments = [
             tables.TaskComment(
-                id=uuid7(), organization_id=org.id, task_id=row.id, author_id=member,
+                id=uuid7(),
+                organization_id=org.id,
+                task_id=row.id,
+                author_id=member,
                 content=f"Comment {j} on {row.title}",
             )
             for row in rows
