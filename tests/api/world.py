@@ -115,3 +115,15 @@ async def add_tasks(org: Org, count: int, comments_per_task: int) -> None:
             await tables.TaskComment.insert(*comments)
     org.task_ids += [row.id for row in rows]
     org.comment_ids += [c.id for c in comments]
+
+
+async def add_fresh_member(org: Org, role: str = "viewer") -> tuple[UUID, str]:
+    """A new user, made a member of ``org`` directly in the database."""
+    email = f"fresh-{uuid7().hex[-12:]}@example.test"
+    user_id = await create_user(email)
+    context = TenantContext(organization_id=org.id, user_id=org.users["owner"], role="owner")
+    async with request_transaction(context):
+        await tables.OrganizationMember.insert(
+            tables.OrganizationMember(organization_id=org.id, user_id=user_id, role=role)
+        )
+    return user_id, email
