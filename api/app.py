@@ -91,7 +91,7 @@ class TaskqlGraphQL(GraphQL[Context, None]):
             ip_limiter=self.ip_limiter,
         )
 
-    async def render_graphql_ide(self, request: Request) -> HTMLResponse:  # type: ignore[override]
+    async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         html = self.graphql_ide_html
         start = html.index("const EXAMPLE_QUERY = `") + len("const EXAMPLE_QUERY = `")
         end = html.index("`;", start)

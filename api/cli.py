@@ -137,6 +137,9 @@ def serve(
             f"Demo users: {', '.join(demo.USERS)}; password: {demo.DEMO_PASSWORD}; "
             f"organizations (X-Organization): {', '.join(demo.ORGANIZATIONS)}"
         )
+        email, slug, token = run(demo.demo_session())
+        typer.echo(f"Paste into GraphiQL's Headers ({email}, owner of {slug}):")
+        typer.echo(f'  {{"Authorization": "Bearer {token}", "X-Organization": "{slug}"}}')
     # Workers (and uvicorn's reloader) are separate processes: hand them the resolved URL,
     # so they join the embedded server this process started instead of starting another.
     os.environ["DATABASE_URL"] = targets.require_server()
@@ -212,6 +215,28 @@ def seed_demo() -> None:
     else:
         typer.echo(f"Loaded {summary}")
     typer.echo(f"Demo users: {', '.join(demo.USERS)}; password: {demo.DEMO_PASSWORD}")
+
+
+# ------------------------------------------------------------------------------ schema
+
+
+@app.command("export-schema")
+def export_schema(
+    check: Annotated[
+        bool, typer.Option("--check", help="Fail if schema.graphql is stale.")
+    ] = False,
+) -> None:
+    """Write the GraphQL SDL to schema.graphql at the project root (or check it)."""
+    from api.schema import SDL_PATH, sdl
+
+    current = sdl()
+    if check:
+        if not SDL_PATH.exists() or SDL_PATH.read_text() != current:
+            raise fail(f"{SDL_PATH.name} is stale: run `taskql export-schema`")
+        typer.echo(f"{SDL_PATH.name} is up to date")
+        return
+    SDL_PATH.write_text(current)
+    typer.echo(f"wrote {SDL_PATH}")
 
 
 # ------------------------------------------------------------------------------------- db

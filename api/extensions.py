@@ -51,7 +51,7 @@ class OperationTransaction(SchemaExtension):
             yield
             result = self.execution_context.result
             if context.failed or (result is not None and result.errors):
-                await transaction.rollback()
+                await transaction.rollback()  # type: ignore[no-untyped-call]
 
 
 class ErrorCodes(SchemaExtension):

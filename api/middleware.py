@@ -12,6 +12,7 @@ import logging
 import uuid
 from ipaddress import ip_address
 
+import asyncpg
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import SCOPE_KEY, Auth, Tenant, Viewer, current_auth
@@ -126,7 +127,7 @@ class TaskqlMiddleware:
             current_auth.reset(token_var)
 
 
-def _pool():  # type: ignore[no-untyped-def]
+def _pool() -> asyncpg.Pool:
     if DB.pool is None:
         raise DatabaseError("the connection pool is not open")
     return DB.pool

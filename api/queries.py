@@ -51,7 +51,7 @@ async def _node(info: Info, global_id: str) -> Node | None:
         raise BadUserInput(f"{kind} objects are not fetched by node(id:)", argument="id")
     loader, factory = factories[kind]
     row = await loader.load(raw)
-    return factory(row) if row else None  # type: ignore[operator]
+    return factory(row) if row else None
 
 
 @strawberry.type

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import strawberry
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.tools import merge_types
@@ -46,3 +48,10 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
 
 
 schema = build_schema()
+
+#: The exported SDL, for client tooling and review; a test fails when it is stale.
+SDL_PATH = Path(__file__).resolve().parent.parent / "schema.graphql"
+
+
+def sdl() -> str:
+    return str(schema) + "\n"

@@ -12,7 +12,7 @@ from uuid import UUID
 
 from db import tables
 from db.passwords import hash_password
-from db.tenancy import TenantContext, allow_lookup, tenant_transaction
+from db.tenancy import TenantContext, allow_lookup, request_transaction, tenant_transaction
 from db.uuid7 import uuid7
 
 DEMO_PASSWORD = "taskql-demo"
@@ -199,3 +199,25 @@ async def load_demo() -> DemoSummary | None:
         organizations=len(ORGANIZATIONS),
         **counts,
     )
+
+
+async def demo_session() -> tuple[str, str, str]:
+    """A fresh session for the first demo user (owner of the first organization), so the
+    start-up log can print a token to paste: (email, organization slug, token)."""
+    import secrets
+
+    from db.queries import users
+
+    email = next(iter(USERS))
+    slug = next(iter(ORGANIZATIONS))
+    async with tenant_transaction(TenantContext()) as tx:
+        await allow_lookup(tx, login_email=email)
+        user = await tables.User.select(tables.User.id).where(tables.User.email == email).first()
+    if user is None:
+        raise RuntimeError("the demo data is not loaded: run `taskql seed-demo`")
+    token = secrets.token_urlsafe(32)
+    async with request_transaction(TenantContext(user_id=user["id"])) as (_, executor):
+        await users.create_session(
+            executor, user["id"], token, datetime.now(UTC) + timedelta(days=7), None, "taskql serve"
+        )
+    return email, slug, token

@@ -31,7 +31,8 @@ class Executor:
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async with self._lock:
             self.statements += 1
-            return await self._connection.fetch(sql, *args)
+            rows: list[asyncpg.Record] = await self._connection.fetch(sql, *args)
+            return rows
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         async with self._lock:
@@ -46,7 +47,8 @@ class Executor:
     async def execute(self, sql: str, *args: Any) -> str:
         async with self._lock:
             self.statements += 1
-            return await self._connection.execute(sql, *args)
+            status: str = await self._connection.execute(sql, *args)
+            return status
 
     async def copy_records(
         self, table: str, records: Iterable[Sequence[Any]], columns: Sequence[str]
@@ -54,9 +56,10 @@ class Executor:
         """COPY rows into ``table`` (binary protocol, no bind-parameter limit)."""
         async with self._lock:
             self.statements += 1
-            return await self._connection.copy_records_to_table(
+            status: str = await self._connection.copy_records_to_table(
                 table, records=records, columns=list(columns)
             )
+            return status
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:

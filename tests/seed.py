@@ -23,13 +23,21 @@ class Tenant:
     comment_id: UUID
 
     def context(
-        self, *, user_id: UUID | None = None, role: str = "owner", **extra: str
+        self,
+        *,
+        user_id: UUID | None = None,
+        role: str = "owner",
+        request_id: str | None = None,
+        client_ip: str | None = None,
+        user_agent: str | None = None,
     ) -> TenantContext:
         return TenantContext(
             organization_id=self.organization_id,
             user_id=user_id or self.owner_id,
             role=role,
-            **extra,
+            request_id=request_id,
+            client_ip=client_ip,
+            user_agent=user_agent,
         )
 
 

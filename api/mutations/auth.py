@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
 import strawberry
 
@@ -58,7 +59,7 @@ class LogOutPayload:
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
-async def _start_session(info: Info, user_id: object) -> tuple[str, datetime]:
+async def _start_session(info: Info, user_id: UUID) -> tuple[str, datetime]:
     context = info.context
     token = secrets.token_urlsafe(32)
     expires_at = datetime.now(UTC) + timedelta(seconds=context.settings.taskql_session_ttl_seconds)
@@ -68,12 +69,12 @@ async def _start_session(info: Info, user_id: object) -> tuple[str, datetime]:
         token,
         expires_at,
         context.auth.client_ip,
-        context.auth.user_agent,  # type: ignore[arg-type]
+        context.auth.user_agent,
     )
     return token, expires_at
 
 
-async def _as_user(info: Info, user_id: object) -> None:
+async def _as_user(info: Info, user_id: UUID) -> None:
     await info.context.db.execute("SELECT set_config('app.user_id', $1, true)", str(user_id))
 
 

@@ -128,7 +128,7 @@ class DeleteTaskPayload:
 def _problems(
     title: str | None, description: str | None, priority: int | None, *path: str
 ) -> list[UserError]:
-    problems = []
+    problems: list[UserError] = []
     if title is not None and (p := validation.text_problem(title, 500)):
         problems.append(invalid(p, *path, "title"))
     if description is not None and len(description) > 20_000:

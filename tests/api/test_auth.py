@@ -6,9 +6,9 @@ import pytest
 
 from api.settings import Settings
 from db.tenancy import TenantContext, request_transaction
+from db.uuid7 import uuid7
 from tests.api.conftest import Api
 from tests.api.world import Org
-from db.uuid7 import uuid7
 
 SIGN_UP = """
 mutation($email: String!, $password: String!) {

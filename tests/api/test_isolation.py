@@ -4,7 +4,8 @@ or changes another's data, forged ids and concurrency included."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import asyncpg
 import pytest
@@ -18,21 +19,31 @@ from tests.conftest import ScratchDatabase
 
 
 async def test_node_never_returns_another_tenants_objects(api: Api, org_a: Org, org_b: Org) -> None:
-    members = await api("{ organization { members(first: 1) { nodes { id } } } }", as_=(org_b, "viewer"))
+    members = await api(
+        "{ organization { members(first: 1) { nodes { id } } } }", as_=(org_b, "viewer")
+    )
     foreign = [
-        org_b.task(0), org_b.project, org_b.gid("Comment", org_b.comment_ids[0]),
+        org_b.task(0),
+        org_b.project,
+        org_b.gid("Comment", org_b.comment_ids[0]),
         members["data"]["organization"]["members"]["nodes"][0]["id"],
-        org_b.user("owner"), org_b.gid("Organization", org_b.id),
+        org_b.user("owner"),
+        org_b.gid("Organization", org_b.id),
     ]
     for global_id in foreign:
-        body = await api("query($id: ID!) { node(id: $id) { id } }", {"id": global_id}, as_=(org_a, "owner"))
+        body = await api(
+            "query($id: ID!) { node(id: $id) { id } }", {"id": global_id}, as_=(org_a, "owner")
+        )
         assert body == {"data": {"node": None}, "extensions": body["extensions"]}, global_id
 
 
-async def test_queries_by_id_and_search_see_nothing_of_another_tenant(api: Api, org_a: Org, org_b: Org) -> None:
+async def test_queries_by_id_and_search_see_nothing_of_another_tenant(
+    api: Api, org_a: Org, org_b: Org
+) -> None:
     body = await api(
         "query($p: ID!, $t: ID!) { project(id: $p) { id } task(id: $t) { id } }",
-        {"p": org_b.project, "t": org_b.task(0)}, as_=(org_a, "owner"),
+        {"p": org_b.project, "t": org_b.task(0)},
+        as_=(org_a, "owner"),
     )
     assert body["data"] == {"project": None, "task": None}
     await create_task(api, org_b, title="Xylophone quartz calibration")
@@ -40,7 +51,11 @@ async def test_queries_by_id_and_search_see_nothing_of_another_tenant(api: Api, 
     assert (await api(query, as_=(org_b, "viewer")))["data"]["search"]["totalCount"] == 1
     found = await api(query, as_=(org_a, "owner"))
     assert found["data"]["search"] == {"totalCount": 0, "nodes": []}
-    log = await api("query($e: ID!) { auditLog(first: 10, entityId: $e) { totalCount } }", {"e": org_b.task(0)}, as_=(org_a, "owner"))
+    log = await api(
+        "query($e: ID!) { auditLog(first: 10, entityId: $e) { totalCount } }",
+        {"e": org_b.task(0)},
+        as_=(org_a, "owner"),
+    )
     assert log["data"]["auditLog"]["totalCount"] == 0
 
 
@@ -62,18 +77,22 @@ async def test_queries_by_id_and_search_see_nothing_of_another_tenant(api: Api, 
         ("createTask", lambda b: {"projectId": b.project, "title": "smuggled"}),
     ],
 )
-async def test_mutations_cannot_reach_another_tenant(api: Api, org_a: Org, org_b: Org, mutation: str, input_of: object) -> None:
+async def test_mutations_cannot_reach_another_tenant(
+    api: Api, org_a: Org, org_b: Org, mutation: str, input_of: Callable[[Org], dict[str, Any]]
+) -> None:
     input_type = mutation[0].upper() + mutation[1:] + "Input"
     body = await api(
         f"mutation($input: {input_type}!) {{ {mutation}(input: $input) {{ errors {{ code }} }} }}",
-        {"input": input_of(org_b)}, as_=(org_a, "owner"),  # type: ignore[operator]
+        {"input": input_of(org_b)},
+        as_=(org_a, "owner"),
     )
     assert body["data"][mutation]["errors"][0]["code"] in ("NOT_FOUND", "BAD_USER_INPUT")
     check = await api(
         """query($p: ID!, $t: ID!) { project(id: $p) { name archived tasks(first: 10) { totalCount }
              } task(id: $t) { title status assignee { id } parent { id } comments(first: 5) { nodes { content } } }
              organization { members(first: 10) { nodes { role } } } }""",
-        {"p": org_b.project, "t": org_b.task(0)}, as_=(org_b, "owner"),
+        {"p": org_b.project, "t": org_b.task(0)},
+        as_=(org_b, "owner"),
     )
     data = check["data"]
     assert data["project"] == {"name": "Launch b", "archived": False, "tasks": {"totalCount": 3}}
@@ -81,28 +100,47 @@ async def test_mutations_cannot_reach_another_tenant(api: Api, org_a: Org, org_b
     assert data["task"]["status"] == "TODO"
     assert data["task"]["assignee"] is not None
     assert data["task"]["parent"] is None
-    assert [c["content"] for c in data["task"]["comments"]["nodes"]] == ["Comment 0 on Task 0 of b", "Comment 1 on Task 0 of b"]
-    assert sorted(m["role"] for m in data["organization"]["members"]["nodes"]) == ["ADMIN", "MEMBER", "OWNER", "VIEWER"]
+    assert [c["content"] for c in data["task"]["comments"]["nodes"]] == [
+        "Comment 0 on Task 0 of b",
+        "Comment 1 on Task 0 of b",
+    ]
+    assert sorted(m["role"] for m in data["organization"]["members"]["nodes"]) == [
+        "ADMIN",
+        "MEMBER",
+        "OWNER",
+        "VIEWER",
+    ]
 
 
 @pytest.mark.parametrize(
     "forged",
-    ["not-base64!!", "VGFzaw", to_global_id("Project", __import__("uuid").uuid4()).replace("UHJv", "WHJv"), ""],
+    [
+        "not-base64!!",
+        "VGFzaw",
+        to_global_id("Project", __import__("uuid").uuid4()).replace("UHJv", "WHJv"),
+        "",
+    ],
 )
 async def test_forged_ids_are_bad_input_not_errors(api: Api, org_a: Org, forged: str) -> None:
-    body = await api("query($id: ID!) { task(id: $id) { id } }", {"id": forged}, as_=(org_a, "owner"))
+    body = await api(
+        "query($id: ID!) { task(id: $id) { id } }", {"id": forged}, as_=(org_a, "owner")
+    )
     assert body["data"] == {"task": None}
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
 
 async def test_an_id_of_the_wrong_type_is_bad_input(api: Api, org_a: Org) -> None:
-    body = await api("query($id: ID!) { task(id: $id) { id } }", {"id": org_a.project}, as_=(org_a, "owner"))
+    body = await api(
+        "query($id: ID!) { task(id: $id) { id } }", {"id": org_a.project}, as_=(org_a, "owner")
+    )
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     assert "is a Project, not a Task" in body["errors"][0]["message"]
 
 
 @pytest.fixture
-async def tiny_pool(test_database: ScratchDatabase, pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
+async def tiny_pool(
+    test_database: ScratchDatabase, pool: asyncpg.Pool
+) -> AsyncIterator[asyncpg.Pool]:
     """Swap the engine's pool for one of two connections for the duration of a test."""
     small = await asyncpg.create_pool(**{**DB.config, "min_size": 1, "max_size": 2})
     assert small is not None
@@ -123,7 +161,10 @@ async def test_fifty_concurrent_mixed_tenant_requests_on_two_connections(
     async def ask(org: Org, role: str) -> tuple[Org, dict]:  # type: ignore[type-arg]
         return org, await api(query, as_=(org, role))
 
-    calls = [ask(org_a if i % 2 else org_b, ("owner", "admin", "member", "viewer")[i % 4]) for i in range(50)]
+    calls = [
+        ask(org_a if i % 2 else org_b, ("owner", "admin", "member", "viewer")[i % 4])
+        for i in range(50)
+    ]
     results = await asyncio.gather(*calls)
     assert tiny_pool.get_max_size() == 2
     for org, body in results:

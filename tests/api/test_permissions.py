@@ -35,7 +35,8 @@ async def fresh_user_email(api: Api, org: Org, role: str) -> dict[str, Any]:
 async def members_comment(api: Api, org: Org, role: str) -> dict[str, Any]:
     body = await api(
         'mutation($t: ID!) { addComment(input: {taskId: $t, content: "by member"}) { comment { id } } }',
-        {"t": org.task(0)}, as_=(org, "member"),
+        {"t": org.task(0)},
+        as_=(org, "member"),
     )
     return {"id": body["data"]["addComment"]["comment"]["id"]}
 
@@ -44,13 +45,16 @@ async def own_comment(api: Api, org: Org, role: str) -> dict[str, Any]:
     author = role if role != "viewer" else "member"
     body = await api(
         'mutation($t: ID!) { addComment(input: {taskId: $t, content: "mine"}) { comment { id } } }',
-        {"t": org.task(0)}, as_=(org, author),
+        {"t": org.task(0)},
+        as_=(org, author),
     )
     return {"id": body["data"]["addComment"]["comment"]["id"], "content": "edited"}
 
 
 async def fresh_project(api: Api, org: Org, role: str) -> dict[str, Any]:
-    body = await api('mutation { createProject(input: {name: "P"}) { project { id } } }', as_=(org, "admin"))
+    body = await api(
+        'mutation { createProject(input: {name: "P"}) { project { id } } }', as_=(org, "admin")
+    )
     return {"id": body["data"]["createProject"]["project"]["id"]}
 
 
@@ -72,7 +76,10 @@ MATRIX: dict[str, tuple[str, Factory]] = {
     "archiveProject": ("admin", fresh_project),
     "unarchiveProject": ("admin", fresh_project),
     "createTask": ("member", constant({"projectId": lambda org: org.project, "title": "T"})),
-    "createTasks": ("member", constant({"projectId": lambda org: org.project, "tasks": [{"title": "T"}]})),
+    "createTasks": (
+        "member",
+        constant({"projectId": lambda org: org.project, "tasks": [{"title": "T"}]}),
+    ),
     "updateTask": ("member", constant({"id": lambda org: org.task(0), "title": "Renamed"})),
     "moveTask": ("member", lambda api, org, role: _with(fresh_task(api, org, role), parentId=None)),
     "assignTask": ("member", constant({"id": lambda org: org.task(1), "assigneeId": None})),
@@ -102,7 +109,8 @@ async def test_role_matrix(api: Api, org_a: Org, org_b: Org, name: str) -> None:
         variables = {"input": await make_input(api, org_a, role)}
         body = await api(
             f"mutation($input: {input_type}!) {{ {name}(input: $input) {{ errors {{ __typename code }} }} }}",
-            variables, as_=(org_a, role),
+            variables,
+            as_=(org_a, role),
         )
         assert "errors" not in body, body
         errors = body["data"][name]["errors"]
@@ -115,10 +123,13 @@ async def test_role_matrix(api: Api, org_a: Org, org_b: Org, name: str) -> None:
 async def test_forbidden_changes_nothing(api: Api, org_a: Org) -> None:
     body = await api(
         'mutation($id: ID!) { updateTask(input: {id: $id, title: "viewer was here"}) { task { title } errors { code } } }',
-        {"id": org_a.task(0)}, as_=(org_a, "viewer"),
+        {"id": org_a.task(0)},
+        as_=(org_a, "viewer"),
     )
     assert body["data"]["updateTask"] == {"task": None, "errors": [{"code": "FORBIDDEN"}]}
-    title = await api("query($id: ID!) { task(id: $id) { title } }", {"id": org_a.task(0)}, as_=(org_a, "viewer"))
+    title = await api(
+        "query($id: ID!) { task(id: $id) { title } }", {"id": org_a.task(0)}, as_=(org_a, "viewer")
+    )
     assert title["data"]["task"]["title"] == "Task 0 of a"
 
 
@@ -131,7 +142,9 @@ async def test_row_level_security_enforces_roles_without_the_api(org_a: Org) -> 
     viewer = TenantContext(organization_id=org_a.id, user_id=org_a.users["viewer"], role="viewer")
     async with request_transaction(viewer) as (_, executor):
         # Restrictive USING clauses hide the rows from the write: nothing is updated.
-        updated = await executor.execute("UPDATE tasks SET title = 'sneaky' WHERE id = $1", org_a.task_ids[0])
+        updated = await executor.execute(
+            "UPDATE tasks SET title = 'sneaky' WHERE id = $1", org_a.task_ids[0]
+        )
         deleted = await executor.execute("DELETE FROM tasks WHERE id = $1", org_a.task_ids[0])
     assert (updated, deleted) == ("UPDATE 0", "DELETE 0")
     # WITH CHECK clauses reject new rows outright.
@@ -139,16 +152,19 @@ async def test_row_level_security_enforces_roles_without_the_api(org_a: Org) -> 
         async with request_transaction(viewer) as (_, executor):
             await executor.execute(
                 "INSERT INTO tasks (organization_id, project_id, title) VALUES ($1, $2, 'sneaky')",
-                org_a.id, org_a.project_id,
+                org_a.id,
+                org_a.project_id,
             )
     admin = TenantContext(organization_id=org_a.id, user_id=org_a.users["admin"], role="admin")
     async with request_transaction(admin) as (_, executor):
         demoted = await executor.execute(
-            "UPDATE organization_members SET role = 'member' WHERE user_id = $1", org_a.users["owner"]
+            "UPDATE organization_members SET role = 'member' WHERE user_id = $1",
+            org_a.users["owner"],
         )
     assert demoted == "UPDATE 0"
     with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
         async with request_transaction(admin) as (_, executor):
             await executor.execute(
-                "UPDATE organization_members SET role = 'owner' WHERE user_id = $1", org_a.users["member"]
+                "UPDATE organization_members SET role = 'owner' WHERE user_id = $1",
+                org_a.users["member"],
             )
