@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test lint install clean
+.PHONY: serve test lint bench schema install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "taskql needs Python 3.11 or newer")'
@@ -27,6 +27,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/taskql export-schema --check
+
+bench: $(STAMP)
+	$(BIN)/python bench/graphql_inprocess.py
+
+schema: $(STAMP)
+	$(BIN)/taskql export-schema
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

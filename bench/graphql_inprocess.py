@@ -1,0 +1,196 @@
+"""In-process benchmark of the main query against its hand-written-SQL limit.
+
+The main query: a project's 50 tasks, each with its assignee and 3 comments with their
+authors. Measured through the whole ASGI app in-process (middleware authentication, one
+transaction, DataLoaders, JSON), and as ONE hand-written SQL statement (json_agg) through
+asyncpg with the tenant set in a transaction: the same data, the least work possible.
+Both run in the same process, interleaved, on the same database; medians are compared as a
+ratio (shared machines are noisy: absolute numbers move, the ratio much less).
+
+    .venv/bin/python bench/graphql_inprocess.py [--rounds 300]
+
+Uses the embedded PostgreSQL (a scratch database `taskql_bench`), or DATABASE_URL and
+MIGRATION_DATABASE_URL (a database it may fill).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import httpx
+
+from api.app import create_app
+from api.settings import Settings
+from db import embedded, roles, tables
+from db.engine import DB
+from db.migrate import runner
+from db.queries import users
+from db.settings import get_database_settings
+from db.tenancy import SET_CONTEXT_SQL, TenantContext, request_transaction, tenant_transaction
+from db.uuid7 import uuid7
+
+MAIN_QUERY = """
+query($id: ID!) {
+  project(id: $id) {
+    name
+    tasks(first: 50) {
+      edges { node {
+        id title status priority
+        assignee { id displayName }
+        comments(first: 3) { nodes { id content author { id displayName } } }
+      } }
+    }
+  }
+}"""
+
+#: The same data as MAIN_QUERY in one statement: the limit for any server on PostgreSQL.
+HANDWRITTEN = """
+SELECT json_build_object('name', p.name, 'tasks', coalesce((
+    SELECT json_agg(json_build_object(
+        'id', t.id, 'title', t.title, 'status', t.status, 'priority', t.priority,
+        'assignee', (SELECT json_build_object('id', u.id, 'displayName', u.display_name)
+                     FROM users u WHERE u.id = t.assignee_id),
+        'comments', coalesce((
+            SELECT json_agg(json_build_object('id', c.id, 'content', c.content,
+                       'author', (SELECT json_build_object('id', a.id, 'displayName', a.display_name)
+                                  FROM users a WHERE a.id = c.author_id))
+                       ORDER BY c.created_at, c.id)
+            FROM (SELECT * FROM task_comments c
+                  WHERE c.organization_id = t.organization_id AND c.task_id = t.id AND c.deleted_at IS NULL
+                  ORDER BY c.created_at, c.id LIMIT 3) c), '[]'::json)
+    ) ORDER BY t.created_at, t.id)
+    FROM (SELECT * FROM tasks t WHERE t.organization_id = p.organization_id AND t.project_id = p.id
+          ORDER BY t.created_at, t.id LIMIT 50) t), '[]'::json))
+FROM projects p WHERE p.organization_id = $1 AND p.id = $2
+"""
+
+OTHER_QUERIES = {
+    "viewer with memberships": "{ viewer { user { email } memberships(first: 10) { nodes { role organization { slug } } } } }",
+    "project tasks, 50, with totalCount": "query($id: ID!) { project(id: $id) { tasks(first: 50) { totalCount nodes { title } } } }",
+    "task with ancestors, subtasks, history": "query($t: ID!) { task(id: $t) { title ancestors { title } subtasks(first: 10) { nodes { title } } history(first: 5) { nodes { action } } } }",
+    "search": '{ search(text: "task", first: 20) { nodes { rank node { __typename } } } }',
+}
+
+
+async def prepare() -> tuple[str, str]:
+    settings = get_database_settings()
+    if settings.embedded:
+        server = embedded.start(settings.taskql_data_dir)
+        admin = server.dsn(embedded.SUPERUSER, "postgres")
+        await roles.drop_database(admin, "taskql_bench")
+        await roles.bootstrap(admin, "taskql_bench", roles.RoleNames())
+        owner, app = server.dsn("taskql_owner", "taskql_bench"), server.dsn("taskql_app", "taskql_bench")
+    else:
+        owner, app = settings.migration_database_url or "", settings.database_url or ""
+    DB.configure(owner, settings)
+    await runner.forwards()
+    DB.configure(app, settings)
+    await DB.start_connection_pool()
+    return owner, app
+
+
+async def seed() -> tuple[UUID, UUID, str, str, UUID]:
+    """One organization: 5 members, a project of 50 tasks with 3 comments each."""
+    org_id, project_id = uuid7(), uuid7()
+    members = []
+    for i in range(5):
+        user_id = uuid7()
+        async with tenant_transaction(TenantContext(user_id=user_id)):
+            await tables.User.insert(tables.User(id=user_id, email=f"bench-{user_id.hex[-8:]}-{i}@example.test",
+                                                 display_name=f"Bench user {i}", password_hash="x"))
+        members.append(user_id)
+    owner = members[0]
+    async with tenant_transaction(TenantContext(organization_id=org_id, user_id=owner, role="owner")):
+        await tables.Organization.insert(tables.Organization(id=org_id, name="Bench", slug=f"bench-{org_id.hex[-8:]}"))
+        await tables.OrganizationMember.insert(*[
+            tables.OrganizationMember(organization_id=org_id, user_id=u, role="owner" if u == owner else "member")
+            for u in members
+        ])
+        await tables.Project.insert(tables.Project(id=project_id, organization_id=org_id, name="Bench project"))
+        task_rows = [
+            tables.Task(id=uuid7(), organization_id=org_id, project_id=project_id, title=f"Task {i}",
+                        priority=i % 5, assignee_id=members[i % 5])
+            for i in range(50)
+        ]
+        await tables.Task.insert(*task_rows)
+    for author in members:
+        async with tenant_transaction(TenantContext(organization_id=org_id, user_id=author, role="member")):
+            await tables.TaskComment.insert(*[
+                tables.TaskComment(organization_id=org_id, task_id=t.id, author_id=author, content=f"Comment on {t.title}")
+                for i, t in enumerate(task_rows)
+                for j in range(3)
+                if members[(i + j) % 5] == author
+            ])
+    token = secrets.token_urlsafe(32)
+    async with request_transaction(TenantContext(user_id=owner)) as (_, executor):
+        await users.create_session(executor, owner, token, datetime.now(UTC) + timedelta(hours=1), None, None)
+    slug = f"bench-{org_id.hex[-8:]}"
+    return org_id, project_id, token, slug, task_rows[10].id
+
+
+async def main(rounds: int) -> None:
+    await prepare()
+    org_id, project_id, token, slug, task_id = await seed()
+    from api.ids import to_global_id
+
+    app = create_app(Settings(taskql_sql_stats=True))
+    headers = {"Authorization": f"Bearer {token}", "X-Organization": slug}
+    variables = {"id": to_global_id("Project", project_id), "t": to_global_id("Task", task_id)}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
+
+        async def graphql(query: str) -> dict:  # type: ignore[type-arg]
+            response = await client.post("/graphql", json={"query": query, "variables": variables}, headers=headers)
+            body = response.json()
+            assert "errors" not in body, body
+            return body  # type: ignore[no-any-return]
+
+        async def handwritten() -> object:
+            assert DB.pool is not None
+            async with DB.pool.acquire() as connection, connection.transaction():
+                await connection.execute(SET_CONTEXT_SQL, str(org_id), "", "owner", "", "", "", "")
+                return json.loads(await connection.fetchval(HANDWRITTEN, org_id, project_id))
+
+        main_body = await graphql(MAIN_QUERY)
+        limit_body = await handwritten()
+        tasks = main_body["data"]["project"]["tasks"]["edges"]
+        assert len(tasks) == 50 and len(limit_body["tasks"]) == 50  # type: ignore[index]
+        assert all(len(t["node"]["comments"]["nodes"]) == 3 for t in tasks)
+
+        for _ in range(30):  # warm-up: plans, caches, pool
+            await graphql(MAIN_QUERY)
+            await handwritten()
+        api_times, sql_times = [], []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            await graphql(MAIN_QUERY)
+            api_times.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            await handwritten()
+            sql_times.append(time.perf_counter() - started)
+
+        print(f"main query: project, 50 tasks, assignee, 3 comments each with author ({rounds} rounds)")
+        print(f"  statements per operation (GraphQL): {main_body['extensions']['sqlStatements']}")
+        api_median, sql_median = statistics.median(api_times), statistics.median(sql_times)
+        q = statistics.quantiles(api_times, n=20)
+        print(f"  GraphQL in-process : median {api_median * 1000:7.2f} ms   p95 {q[18] * 1000:7.2f} ms")
+        q = statistics.quantiles(sql_times, n=20)
+        print(f"  hand-written SQL   : median {sql_median * 1000:7.2f} ms   p95 {q[18] * 1000:7.2f} ms")
+        print(f"  ratio (SQL / GraphQL medians, 1.0 = at the limit): {sql_median / api_median:.2f}")
+        print("statements per operation, other hot queries:")
+        for name, query in OTHER_QUERIES.items():
+            body = await graphql(query)
+            print(f"  {name:40s} {body['extensions']['sqlStatements']}")
+    await DB.close_connection_pool()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=300)
+    asyncio.run(main(parser.parse_args().rounds))
