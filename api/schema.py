@@ -8,7 +8,6 @@ import strawberry
 from strawberry.extensions import (
     MaxAliasesLimiter,
     MaxTokensLimiter,
-    ParserCache,
     QueryDepthLimiter,
 )
 from strawberry.tools import merge_types
@@ -42,9 +41,6 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         types=[User, Member, Organization, Project, Task, Comment, *error_types.ALL],
         extensions=[
             ErrorCodes,
-            # Parsing the same document again is wasted work; validation is not cached, as
-            # the node limit depends on each request's variables.
-            lambda: ParserCache(maxsize=1000),
             lambda: QueryDepthLimiter(max_depth=settings.taskql_max_depth),
             lambda: MaxAliasesLimiter(max_alias_count=settings.taskql_max_aliases),
             lambda: MaxTokensLimiter(max_token_count=settings.taskql_max_tokens),

@@ -86,7 +86,10 @@ async def prepare() -> tuple[str, str]:
         admin = server.dsn(embedded.SUPERUSER, "postgres")
         await roles.drop_database(admin, "taskql_bench")
         await roles.bootstrap(admin, "taskql_bench", roles.RoleNames())
-        owner, app = server.dsn("taskql_owner", "taskql_bench"), server.dsn("taskql_app", "taskql_bench")
+        owner, app = (
+            server.dsn("taskql_owner", "taskql_bench"),
+            server.dsn("taskql_app", "taskql_bench"),
+        )
     else:
         owner, app = settings.migration_database_url or "", settings.database_url or ""
     DB.configure(owner, settings)
@@ -103,34 +106,67 @@ async def seed() -> tuple[UUID, UUID, str, str, UUID]:
     for i in range(5):
         user_id = uuid7()
         async with tenant_transaction(TenantContext(user_id=user_id)):
-            await tables.User.insert(tables.User(id=user_id, email=f"bench-{user_id.hex[-8:]}-{i}@example.test",
-                                                 display_name=f"Bench user {i}", password_hash="x"))
+            await tables.User.insert(
+                tables.User(
+                    id=user_id,
+                    email=f"bench-{user_id.hex[-8:]}-{i}@example.test",
+                    display_name=f"Bench user {i}",
+                    password_hash="x",
+                )
+            )
         members.append(user_id)
     owner = members[0]
-    async with tenant_transaction(TenantContext(organization_id=org_id, user_id=owner, role="owner")):
-        await tables.Organization.insert(tables.Organization(id=org_id, name="Bench", slug=f"bench-{org_id.hex[-8:]}"))
-        await tables.OrganizationMember.insert(*[
-            tables.OrganizationMember(organization_id=org_id, user_id=u, role="owner" if u == owner else "member")
-            for u in members
-        ])
-        await tables.Project.insert(tables.Project(id=project_id, organization_id=org_id, name="Bench project"))
+    async with tenant_transaction(
+        TenantContext(organization_id=org_id, user_id=owner, role="owner")
+    ):
+        await tables.Organization.insert(
+            tables.Organization(id=org_id, name="Bench", slug=f"bench-{org_id.hex[-8:]}")
+        )
+        await tables.OrganizationMember.insert(
+            *[
+                tables.OrganizationMember(
+                    organization_id=org_id, user_id=u, role="owner" if u == owner else "member"
+                )
+                for u in members
+            ]
+        )
+        await tables.Project.insert(
+            tables.Project(id=project_id, organization_id=org_id, name="Bench project")
+        )
         task_rows = [
-            tables.Task(id=uuid7(), organization_id=org_id, project_id=project_id, title=f"Task {i}",
-                        priority=i % 5, assignee_id=members[i % 5])
+            tables.Task(
+                id=uuid7(),
+                organization_id=org_id,
+                project_id=project_id,
+                title=f"Task {i}",
+                priority=i % 5,
+                assignee_id=members[i % 5],
+            )
             for i in range(50)
         ]
         await tables.Task.insert(*task_rows)
     for author in members:
-        async with tenant_transaction(TenantContext(organization_id=org_id, user_id=author, role="member")):
-            await tables.TaskComment.insert(*[
-                tables.TaskComment(organization_id=org_id, task_id=t.id, author_id=author, content=f"Comment on {t.title}")
-                for i, t in enumerate(task_rows)
-                for j in range(3)
-                if members[(i + j) % 5] == author
-            ])
+        async with tenant_transaction(
+            TenantContext(organization_id=org_id, user_id=author, role="member")
+        ):
+            await tables.TaskComment.insert(
+                *[
+                    tables.TaskComment(
+                        organization_id=org_id,
+                        task_id=t.id,
+                        author_id=author,
+                        content=f"Comment on {t.title}",
+                    )
+                    for i, t in enumerate(task_rows)
+                    for j in range(3)
+                    if members[(i + j) % 5] == author
+                ]
+            )
     token = secrets.token_urlsafe(32)
     async with request_transaction(TenantContext(user_id=owner)) as (_, executor):
-        await users.create_session(executor, owner, token, datetime.now(UTC) + timedelta(hours=1), None, None)
+        await users.create_session(
+            executor, owner, token, datetime.now(UTC) + timedelta(hours=1), None, None
+        )
     slug = f"bench-{org_id.hex[-8:]}"
     return org_id, project_id, token, slug, task_rows[10].id
 
@@ -143,10 +179,14 @@ async def main(rounds: int) -> None:
     app = create_app(Settings(taskql_sql_stats=True))
     headers = {"Authorization": f"Bearer {token}", "X-Organization": slug}
     variables = {"id": to_global_id("Project", project_id), "t": to_global_id("Task", task_id)}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://bench"
+    ) as client:
 
         async def graphql(query: str) -> dict:  # type: ignore[type-arg]
-            response = await client.post("/graphql", json={"query": query, "variables": variables}, headers=headers)
+            response = await client.post(
+                "/graphql", json={"query": query, "variables": variables}, headers=headers
+            )
             body = response.json()
             assert "errors" not in body, body
             return body  # type: ignore[no-any-return]
@@ -175,13 +215,19 @@ async def main(rounds: int) -> None:
             await handwritten()
             sql_times.append(time.perf_counter() - started)
 
-        print(f"main query: project, 50 tasks, assignee, 3 comments each with author ({rounds} rounds)")
+        print(
+            f"main query: project, 50 tasks, assignee, 3 comments each with author ({rounds} rounds)"
+        )
         print(f"  statements per operation (GraphQL): {main_body['extensions']['sqlStatements']}")
         api_median, sql_median = statistics.median(api_times), statistics.median(sql_times)
         q = statistics.quantiles(api_times, n=20)
-        print(f"  GraphQL in-process : median {api_median * 1000:7.2f} ms   p95 {q[18] * 1000:7.2f} ms")
+        print(
+            f"  GraphQL in-process : median {api_median * 1000:7.2f} ms   p95 {q[18] * 1000:7.2f} ms"
+        )
         q = statistics.quantiles(sql_times, n=20)
-        print(f"  hand-written SQL   : median {sql_median * 1000:7.2f} ms   p95 {q[18] * 1000:7.2f} ms")
+        print(
+            f"  hand-written SQL   : median {sql_median * 1000:7.2f} ms   p95 {q[18] * 1000:7.2f} ms"
+        )
         print(f"  ratio (SQL / GraphQL medians, 1.0 = at the limit): {sql_median / api_median:.2f}")
         print("statements per operation, other hot queries:")
         for name, query in OTHER_QUERIES.items():
