@@ -200,7 +200,8 @@ async def main(rounds: int) -> None:
         main_body = await graphql(MAIN_QUERY)
         limit_body = await handwritten()
         tasks = main_body["data"]["project"]["tasks"]["edges"]
-        assert len(tasks) == 50 and len(limit_body["tasks"]) == 50  # type: ignore[index]
+        assert len(tasks) == 50
+        assert len(limit_body["tasks"]) == 50
         assert all(len(t["node"]["comments"]["nodes"]) == 3 for t in tasks)
 
         for _ in range(30):  # warm-up: plans, caches, pool
