@@ -4,6 +4,9 @@
 - ``taskql_server`` (NOLOGIN group): every privilege the API needs is granted to it by the
   migrations; it owns nothing and cannot bypass row-level security.
 - ``taskql_app`` (login, member of ``taskql_server``): what the API connects as.
+- ``taskql_maintenance`` (NOLOGIN, BYPASSRLS): what the owner becomes (``SET ROLE``) for
+  cross-tenant maintenance that RLS would otherwise hide: backfills, bulk loads (COPY).
+  The server role is not a member, so the API can never become it.
 
 Login role names are configurable (several databases on one cluster, as in CI); the group
 name is fixed because migrations grant to it.
@@ -20,6 +23,7 @@ import asyncpg
 from db.errors import unavailable
 
 SERVER_GROUP = "taskql_server"
+MAINTENANCE = "taskql_maintenance"
 DEFAULT_OWNER = "taskql_owner"
 DEFAULT_SERVER_LOGIN = "taskql_app"
 
@@ -77,6 +81,12 @@ async def bootstrap(
                 "CREATE ROLE %I NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS",
                 SERVER_GROUP,
             )
+        if not await _exists(conn, MAINTENANCE):
+            await _execute_formatted(
+                conn,
+                "CREATE ROLE %I NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE BYPASSRLS",
+                MAINTENANCE,
+            )
         if not await _exists(conn, roles.owner):
             await _execute_formatted(
                 conn, "CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEROLE NOBYPASSRLS", roles.owner
@@ -89,6 +99,7 @@ async def bootstrap(
                 roles.server_login,
                 SERVER_GROUP,
             )
+        await _execute_formatted(conn, "GRANT %I TO %I", MAINTENANCE, roles.owner)
         if owner_password is not None:
             await _execute_formatted(conn, "ALTER ROLE %I PASSWORD %L", roles.owner, owner_password)
         if server_password is not None:

@@ -1,8 +1,9 @@
-"""Helpers for writing Piccolo migrations as reviewed SQL.
+"""Helpers for writing Piccolo migrations as reviewed SQL, and the zero-downtime toolkit.
 
 Our schema needs what Piccolo's generated operations cannot express (composite foreign
-keys, partitioned tables, CHECKs, triggers, row-level security), so migrations here are
-SQL scripts run on the migration's own transaction connection, each with its backwards.
+keys, partitioned tables, CHECKs, triggers, row-level security), so migrations here are SQL
+scripts, or lists of toolkit steps (``db.migrate.toolkit``), each with its backwards.
+See docs/operations/migrations.md.
 """
 
 from __future__ import annotations
@@ -10,21 +11,23 @@ from __future__ import annotations
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 
 from db.engine import DB
+from db.migrate.locks import DEFAULT_POLICY, LockPolicy, run_ddl
 
 
-async def execute(sql: str) -> None:
-    """Run a SQL script (several statements allowed) inside the running migration.
+async def execute(sql: str, policy: LockPolicy = DEFAULT_POLICY) -> None:
+    """Run a SQL script (several statements allowed) inside the running migration, under
+    the policy's lock_timeout (retried on lock timeouts) and statement_timeout.
 
     Piccolo's ``run_ddl`` sends one prepared statement; this uses the simple query protocol
     on the migration's transaction connection, so a script runs atomically with it.
     """
     transaction = DB.current_transaction.get()
     if transaction is not None:
-        await transaction.connection.execute(sql)
+        await run_ddl(transaction.connection, sql, policy)
         return
     connection = await DB.get_new_connection()
     try:
-        await connection.execute(sql)
+        await run_ddl(connection, sql, policy)
     finally:
         await connection.close()
 

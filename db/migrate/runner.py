@@ -143,10 +143,19 @@ def describe(result: MigrationStatus) -> list[str]:
 
 
 async def forwards() -> None:
-    """Apply every pending migration (each in its own transaction), as the owner role."""
+    """Apply every pending migration, as the owner role, holding the migration advisory
+    lock so that two runners (two deploys, two CI jobs) never migrate at once."""
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
-    result = await run_forwards(app_name=APP_NAME, migration_id="all")
+    from db.engine import DB
+    from db.migrate.locks import migration_lock
+
+    connection = await DB.get_new_connection()
+    try:
+        async with migration_lock(connection):
+            result = await run_forwards(app_name=APP_NAME, migration_id="all")
+    finally:
+        await connection.close()
     if not result.success:
         raise MigrationStateError(result.message or "migrations failed")
 

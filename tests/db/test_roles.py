@@ -46,7 +46,7 @@ async def test_rls_is_enabled_and_forced_on_every_table(owner: asyncpg.Connectio
     rows = await owner.fetch(
         "SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class "
         "WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p') "
-        "AND relname <> 'migration' AND NOT relispartition"
+        "AND relname NOT LIKE 'migration%' AND NOT relispartition"
     )
     assert {r["relname"] for r in rows} == set(TABLES)
     for row in rows:
@@ -94,3 +94,19 @@ async def test_the_server_role_cannot_touch_migration_history(
     except asyncpg.InsufficientPrivilegeError:
         return
     raise AssertionError("the server role can read the migration table")
+
+
+async def test_only_the_owner_can_become_the_maintenance_role(owner: asyncpg.Connection) -> None:
+    rows = await owner.fetch(
+        "SELECT r.rolname, r.rolbypassrls, r.rolcanlogin, "
+        "ARRAY(SELECT m.rolname FROM pg_auth_members a JOIN pg_roles m ON m.oid = a.member "
+        "      WHERE a.roleid = r.oid ORDER BY 1) AS members "
+        "FROM pg_roles r WHERE r.rolname = 'taskql_maintenance'"
+    )
+    assert len(rows) == 1
+    assert rows[0]["rolbypassrls"]
+    assert not rows[0]["rolcanlogin"]
+    current = await owner.fetchval("SELECT current_user")
+    assert current in rows[0]["members"]
+    assert "taskql_server" not in rows[0]["members"]
+    assert not any(m.endswith("_app") for m in rows[0]["members"])
