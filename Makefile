@@ -28,6 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/taskql export-schema --check
+	$(BIN)/taskql migrations lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/graphql_inprocess.py

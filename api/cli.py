@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import asyncpg
@@ -32,6 +33,10 @@ migrate_app = typer.Typer(
     help="Apply, reverse and inspect schema migrations (owner role).", no_args_is_help=True
 )
 db_app = typer.Typer(help="Database administration: roles, partitions.", no_args_is_help=True)
+migrations_app = typer.Typer(
+    help="Check migrations before they reach a database.", no_args_is_help=True
+)
+app.add_typer(migrations_app, name="migrations")
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(db_app, name="db")
 
@@ -198,6 +203,28 @@ def migrate_status() -> None:
         typer.echo(line)
     if not state.ok:
         raise typer.Exit(code=1)
+
+
+@migrations_app.command("lint")
+@clear_errors
+def migrations_lint(
+    directory: Annotated[
+        Path | None, typer.Option(help="Migrations folder (default: the project's).")
+    ] = None,
+) -> None:
+    """The safety gate: squawk on the SQL every migration sends, plus our own checks.
+    Exit 1 on any finding not justified in the migration's LINT_ALLOW."""
+    from db.migrate.lint import lint
+
+    findings = lint(directory) if directory else lint()
+    for finding in findings:
+        typer.echo(finding.describe())
+    failing = [f for f in findings if f.allowed_because is None]
+    if failing:
+        raise fail(
+            f"{len(failing)} finding(s): fix them with the recipes above, or justify in LINT_ALLOW"
+        )
+    typer.echo(f"migrations lint: ok ({len(findings)} justified exception(s))")
 
 
 # ------------------------------------------------------------------------------ seed-demo

@@ -8,6 +8,11 @@ ID = "2026-11-24T09:00:03:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "projects, tasks (tree without cycles), task_comments (with edit history)"
 
+LINT_ALLOW = {
+    "prefer-bigint-over-smallint": "tasks.priority is a 0..4 domain (CHECK tasks_priority_domain); "
+    "it can never approach the smallint limit.",
+}
+
 FORWARDS = r"""
 CREATE TABLE projects (
     id              uuid        NOT NULL DEFAULT uuidv7(),

@@ -22,6 +22,9 @@ from db.migrate.backfill import Backfill
 from db.migrate.locks import DEFAULT_POLICY, LockPolicy, run_ddl
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+#: Our steps drop only constraints they themselves add (a leftover of a failed attempt, or
+#: the temporary CHECK of SetNotNull): squawk's ban-drop-constraint does not apply.
+OWN_CONSTRAINT = "-- squawk-ignore ban-drop-constraint\n"
 
 
 def ident(name: str) -> str:
@@ -194,13 +197,13 @@ class SetNotNull(Step):
         t, c, k = ident(self.table), ident(self.column), self.check_name
         return [
             [
-                Statement(f"ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {k}"),
+                Statement(f"{OWN_CONSTRAINT}ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {k}"),
                 Statement(f"ALTER TABLE {t} ADD CONSTRAINT {k} CHECK ({c} IS NOT NULL) NOT VALID"),
             ],
             [Statement(f"ALTER TABLE {t} VALIDATE CONSTRAINT {k}")],
             [
                 Statement(f"ALTER TABLE {t} ALTER COLUMN {c} SET NOT NULL"),
-                Statement(f"ALTER TABLE {t} DROP CONSTRAINT {k}"),
+                Statement(f"{OWN_CONSTRAINT}ALTER TABLE {t} DROP CONSTRAINT {k}"),
             ],
         ]
 
@@ -233,7 +236,7 @@ class AddConstraint(Step):
         t, n = ident(self.table), ident(self.name)
         return [
             [
-                Statement(f"ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {n}"),
+                Statement(f"{OWN_CONSTRAINT}ALTER TABLE {t} DROP CONSTRAINT IF EXISTS {n}"),
                 Statement(f"ALTER TABLE {t} ADD CONSTRAINT {n} {self.definition} NOT VALID"),
             ],
             [Statement(f"ALTER TABLE {t} VALIDATE CONSTRAINT {n}")],
