@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -20,6 +19,8 @@ import pytest
 
 from db.migrate.backfill import PROGRESS_TABLE, Backfill
 from db.migrate.locks import LockNotGranted, LockPolicy, migration_lock, run_ddl
+from db.migrate.proving import Load as ProvingLoad
+from db.migrate.proving import create_proving_table
 from db.migrate.toolkit import (
     AddColumn,
     AddConstraint,
@@ -56,34 +57,9 @@ async def big_table(test_database: ScratchDatabase, pool: asyncpg.Pool) -> Async
     """zdt_items: 200,000 rows of two tenants, RLS enabled and forced like every tenant table."""
     owner = await asyncpg.connect(test_database.owner_dsn)
     try:
-        await owner.execute(
-            f"""
-            DROP TABLE IF EXISTS zdt_items, zdt_tenants;
-            CREATE TABLE zdt_tenants (id uuid PRIMARY KEY);
-            INSERT INTO zdt_tenants VALUES ('{TENANTS[0]}'), ('{TENANTS[1]}');
-            CREATE TABLE zdt_items (
-                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-                tenant_id uuid NOT NULL,
-                n integer NOT NULL,
-                note text
-            );
-            INSERT INTO zdt_items (tenant_id, n, note)
-            SELECT (ARRAY['{TENANTS[0]}', '{TENANTS[1]}']::uuid[])[1 + g % 2], g, 'row ' || g
-            FROM generate_series(1, {ROWS}) AS g;
-            ANALYZE zdt_items;
-            ALTER TABLE zdt_items ENABLE ROW LEVEL SECURITY;
-            ALTER TABLE zdt_items FORCE ROW LEVEL SECURITY;
-            CREATE POLICY zdt_tenant ON zdt_items
-                USING (tenant_id = (SELECT NULLIF(current_setting('app.organization_id', true), '')::uuid));
-            GRANT SELECT, INSERT, UPDATE ON zdt_items TO taskql_server;
-            GRANT SELECT, INSERT, UPDATE ON zdt_items TO taskql_maintenance;
-            GRANT SELECT ON zdt_tenants TO taskql_server, taskql_maintenance;
-            """
-        )
+        await create_proving_table(owner, "zdt_items", TENANTS, ROWS)
         yield
-        await owner.execute(
-            f"DROP TABLE IF EXISTS zdt_items, zdt_tenants; DROP TABLE IF EXISTS {PROGRESS_TABLE}"
-        )
+        await owner.execute(f"DROP TABLE IF EXISTS zdt_items, zdt_items_tenants, {PROGRESS_TABLE}")
     finally:
         await owner.close()
 
@@ -97,86 +73,17 @@ async def owner(
     await connection.close()
 
 
-@dataclass
-class Load:
-    """A writer and a reader, as the server role, for as long as a recipe runs."""
+def Load(dsn: str, insert_columns: dict[str, str] | None = None) -> ProvingLoad:
+    return ProvingLoad(dsn, "zdt_items", TENANTS, ROWS, insert_columns=insert_columns or {})
 
-    dsn: str
-    write_times: list[float] = field(default_factory=list)
-    read_times: list[float] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    inserted: int = 0
-    #: Extra assignments the writer's INSERTs make (the "new application version").
-    insert_columns: dict[str, str] = field(default_factory=dict)
-    _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def _loop(self, write: bool) -> None:
-        connection = await asyncpg.connect(self.dsn, statement_cache_size=0)
-        i = 0
-        try:
-            while not self._stop.is_set():
-                i += 1
-                tenant = TENANTS[i % 2]
-                started = time.perf_counter()
-                try:
-                    async with connection.transaction():
-                        await connection.execute(
-                            "SELECT set_config('app.organization_id', $1, true)", tenant
-                        )
-                        if write and i % 2:
-                            columns = {
-                                "tenant_id": "$1::uuid",
-                                "n": "$2",
-                                "note": "'written by load'",
-                                **self.insert_columns,
-                            }
-                            await connection.execute(
-                                f"INSERT INTO zdt_items ({', '.join(columns)}) VALUES ({', '.join(columns.values())})",
-                                tenant,
-                                1_000_000 + i,
-                            )
-                            self.inserted += 1
-                        elif write:
-                            await connection.execute(
-                                "UPDATE zdt_items SET note = 'updated ' || $2 WHERE id = $1",
-                                1 + (i * 7919) % ROWS,
-                                str(i),
-                            )
-                        else:
-                            await connection.fetchval(
-                                "SELECT count(*) FROM zdt_items WHERE id BETWEEN $1 AND $1 + 50",
-                                1 + (i * 104729) % ROWS,
-                            )
-                except asyncpg.PostgresError as exc:
-                    self.failures.append(f"{type(exc).__name__}: {exc}")
-                (self.write_times if write else self.read_times).append(
-                    time.perf_counter() - started
-                )
-                await asyncio.sleep(0.002)
-        finally:
-            await connection.close()
-
-    async def during(self, action: Callable[[], Awaitable[Any]]) -> Any:
-        tasks = [asyncio.create_task(self._loop(True)), asyncio.create_task(self._loop(False))]
-        await asyncio.sleep(0.2)
-        try:
-            return await action()
-        finally:
-            await asyncio.sleep(0.2)
-            self._stop.set()
-            await asyncio.gather(*tasks)
-
-    @property
-    def longest_write_stall(self) -> float:
-        return max(self.write_times)
-
-    def assert_healthy(self) -> None:
-        assert self.failures == []
-        assert len(self.write_times) > 10
-        assert len(self.read_times) > 10
-        assert self.longest_write_stall < POLICY.lock_timeout_ms / 1000 + MARGIN_S, (
-            self.longest_write_stall
-        )
+def assert_healthy(load: ProvingLoad) -> None:
+    assert load.failures == []
+    assert len(load.write_times) > 10
+    assert len(load.read_times) > 10
+    assert load.longest_write_stall < POLICY.lock_timeout_ms / 1000 + MARGIN_S, (
+        load.longest_write_stall
+    )
 
 
 async def catalog(connection: asyncpg.Connection) -> list[tuple[Any, ...]]:
@@ -194,15 +101,18 @@ async def row_count(connection: asyncpg.Connection) -> int:
 
 
 async def prove(
-    test_database: ScratchDatabase, owner: asyncpg.Connection, step: Step, load: Load | None = None
-) -> Load:
+    test_database: ScratchDatabase,
+    owner: asyncpg.Connection,
+    step: Step,
+    load: ProvingLoad | None = None,
+) -> ProvingLoad:
     """Run ``step`` forwards under load, check health and data, then backwards, and check
     the schema is back as it was."""
     before = await catalog(owner)
     rows = await row_count(owner)
     load = load or Load(test_database.server_dsn)
     await load.during(lambda: run_step(owner, step))
-    load.assert_healthy()
+    assert_healthy(load)
     assert await row_count(owner) == rows + load.inserted
     assert await catalog(owner) != before
     await run_step(owner, step, backwards=True)
@@ -241,7 +151,9 @@ async def test_add_foreign_key_not_valid_then_validate(
     test_database: ScratchDatabase, owner: asyncpg.Connection
 ) -> None:
     step = AddConstraint(
-        "zdt_items", "zdt_items_tenant_fkey", "FOREIGN KEY (tenant_id) REFERENCES zdt_tenants (id)"
+        "zdt_items",
+        "zdt_items_tenant_fkey",
+        "FOREIGN KEY (tenant_id) REFERENCES zdt_items_tenants (id)",
     )
     await prove(test_database, owner, step)
 
@@ -264,7 +176,7 @@ async def test_create_index_concurrently_replacing_an_invalid_leftover(
     load = Load(test_database.server_dsn)
     step = CreateIndex("zdt_items_n_idx", "zdt_items", "(tenant_id, n)")
     await load.during(lambda: run_step(owner, step))
-    load.assert_healthy()
+    assert_healthy(load)
     assert (
         await owner.fetchval(
             "SELECT indisvalid FROM pg_index WHERE indexrelid = 'zdt_items_n_idx'::regclass"
@@ -305,7 +217,7 @@ async def test_backfill_in_batches_resumes_after_a_crash(
         return first.rows_updated, rest.rows_updated
 
     first, rest = await load.during(crash_then_resume)
-    load.assert_healthy()
+    assert_healthy(load)
     assert first == 30_000
     assert first + rest == existing >= ROWS
     async with owner.transaction():
@@ -327,7 +239,7 @@ async def test_expand_contract_rename(
     contract = ContractColumn(expand, old_type="text")
     old_app = Load(test_database.server_dsn)
     await old_app.during(lambda: run_step(owner, expand))
-    old_app.assert_healthy()
+    assert_healthy(old_app)
     new_app = Load(
         test_database.server_dsn,
         insert_columns={"body": "'written by the new version'", "note": "NULL"},
@@ -387,7 +299,7 @@ async def test_a_lock_timeout_is_retried_until_the_blocker_ends(
     await release
     await blocker.close()
     assert time.monotonic() - started >= 1.5  # it waited for the blocker, by retrying
-    load.assert_healthy()  # while retrying, writers queued at most one lock timeout at a time
+    assert_healthy(load)  # while retrying, writers queued at most one lock timeout at a time
     await owner.execute("ALTER TABLE zdt_items DROP COLUMN retried")
 
 
