@@ -59,24 +59,43 @@ class Backfill:
     role: str | None = "taskql_maintenance"
 
     def statement(self, types: dict[str, str], resume: bool) -> str:
-        """One batch. Parameters: the last key seen, as text (when resuming), then the batch
-        size. Returns the rows updated and the batch's last key, as text."""
+        """One batch. Parameters, as text: the last key seen (when resuming), the last key
+        that existed when the run started (rows added later are the application's job, or
+        the sync trigger's), then the batch size. Returns rows updated and the batch's last key."""
         key = ", ".join(self.key)
-        after = "TRUE"
+        n = len(self.key)
+
+        def bound(offset: int) -> str:
+            return ", ".join(
+                f"(${offset + i + 1}::text)::{types[c]}" for i, c in enumerate(self.key)
+            )
+
+        conditions = [f"({key}) <= ({bound(n if resume else 0)})"]
         if resume:
-            bound = ", ".join(f"(${i + 1}::text)::{types[c]}" for i, c in enumerate(self.key))
-            after = f"({key}) > ({bound})"
-        limit = f"${len(self.key) + 1}" if resume else "$1"
+            conditions.insert(0, f"({key}) > ({bound(0)})")
+        limit = f"${2 * n + 1}" if resume else f"${n + 1}"
         join = " AND ".join(f"t.{c} = b.{c}" for c in self.key)
         descending = ", ".join(f"{c} DESC" for c in self.key)
         last = ", ".join(f"l.{c}::text AS last_{c}" for c in self.key)
         return (
-            f"WITH b AS (SELECT {key} FROM {self.table} WHERE {after} ORDER BY {key} LIMIT {limit}), "
+            f"WITH b AS (SELECT {key} FROM {self.table} WHERE {' AND '.join(conditions)} "
+            f"ORDER BY {key} LIMIT {limit}), "
             f"u AS (UPDATE {self.table} AS t SET {self.assignments} FROM b "
             f"WHERE {join} AND ({self.pending}) RETURNING 1), "
             f"l AS (SELECT {key} FROM b ORDER BY {descending} LIMIT 1) "
             f"SELECT (SELECT count(*) FROM u) AS updated, {last} FROM (SELECT 1) AS one LEFT JOIN l ON TRUE"
         )
+
+    async def _upper(self, connection: asyncpg.Connection) -> list[str] | None:
+        """The last key that exists now: the run stops there instead of chasing inserts."""
+        descending = ", ".join(f"{c} DESC" for c in self.key)
+        async with connection.transaction():
+            await self._become(connection)
+            row = await connection.fetchrow(
+                f"SELECT {', '.join(f'{c}::text AS upper_{c}' for c in self.key)} FROM {self.table} "
+                f"ORDER BY {descending} LIMIT 1"
+            )
+        return [str(v) for v in row.values()] if row is not None else None
 
     async def _key_types(self, connection: asyncpg.Connection) -> dict[str, str]:
         rows = await connection.fetch(
@@ -125,6 +144,7 @@ class Backfill:
             last, done = None, 0  # a finished backfill run again starts over (idempotent)
         total = await self.remaining(connection)
         types = await self._key_types(connection)
+        upper = await self._upper(connection)
         started = time.monotonic()
         batches = updated = 0
         with Progress(
@@ -143,13 +163,15 @@ class Backfill:
                         f"SET LOCAL statement_timeout = {policy.statement_timeout_ms}"
                     )
                     await self._become(connection)
+                    if upper is None:  # an empty table
+                        break
                     if last is None:
                         row = await connection.fetchrow(
-                            self.statement(types, False), self.batch_size
+                            self.statement(types, False), *upper, self.batch_size
                         )
                     else:
                         row = await connection.fetchrow(
-                            self.statement(types, True), *last, self.batch_size
+                            self.statement(types, True), *last, *upper, self.batch_size
                         )
                     assert row is not None
                     if row[f"last_{self.key[0]}"] is None:
