@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test lint bench schema install clean
+.PHONY: serve test lint bench bench-migrations schema install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "taskql needs Python 3.11 or newer")'
@@ -32,6 +32,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/graphql_inprocess.py
+
+bench-migrations: $(STAMP)
+	$(BIN)/python bench/migrations.py
 
 schema: $(STAMP)
 	$(BIN)/taskql export-schema

@@ -12,7 +12,7 @@ Each step's docstring says which lock it takes and for how long.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -547,17 +547,25 @@ class ContractColumn(Step):
         await verify_in_sync(connection, restore)
 
 
+Connect = Callable[[], Awaitable[asyncpg.Connection]]
+
+
+async def _owner_connection() -> asyncpg.Connection:
+    from db.engine import DB
+
+    return await DB.get_new_connection()
+
+
 @dataclass
 class ToolkitMigration:
-    """The steps of a migration and how to run them."""
+    """The steps of a migration and how to run them (on a connection of the owner role)."""
 
     steps: Sequence[Step]
     policy: LockPolicy = field(default_factory=lambda: DEFAULT_POLICY)
+    connect: Connect = _owner_connection
 
     async def run(self, backwards: bool = False) -> None:
-        from db.engine import DB
-
-        connection = await DB.get_new_connection()
+        connection = await self.connect()
         try:
             for step in reversed(self.steps) if backwards else self.steps:
                 await step.run(connection, self.policy, backwards=backwards)
@@ -566,7 +574,11 @@ class ToolkitMigration:
 
 
 def toolkit_migration(
-    migration_id: str, description: str, steps: Sequence[Step], policy: LockPolicy = DEFAULT_POLICY
+    migration_id: str,
+    description: str,
+    steps: Sequence[Step],
+    policy: LockPolicy = DEFAULT_POLICY,
+    connect: Connect = _owner_connection,
 ) -> MigrationManager:
     """A non-transactional Piccolo migration running ``steps`` (each step manages its own
     short transactions: CONCURRENTLY and batched backfills cannot run inside one)."""
@@ -576,7 +588,7 @@ def toolkit_migration(
         description=description,
         wrap_in_transaction=False,
     )
-    plan = ToolkitMigration(steps, policy)
+    plan = ToolkitMigration(steps, policy, connect)
 
     async def run_forwards() -> None:
         await plan.run()

@@ -370,3 +370,36 @@ def test_backfill_renders_as_one_update_per_batch() -> None:
     [[statement]] = step.sql()
     assert not statement.transactional
     assert "UPDATE tasks SET estimate = 0 WHERE t.estimate IS NULL" in statement.sql
+
+
+async def test_a_toolkit_migration_runs_through_piccolo_forwards_and_backwards(
+    test_database: ScratchDatabase, owner: asyncpg.Connection
+) -> None:
+    from db.migrate.toolkit import toolkit_migration
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(test_database.owner_dsn)
+
+    steps = [
+        AddColumn("zdt_items", "estimate", "bigint"),
+        RunBackfill(
+            Backfill(
+                "zdt_estimate",
+                "zdt_items",
+                "estimate = t.n",
+                "t.estimate IS NULL",
+                batch_size=50_000,
+            )
+        ),
+        SetNotNull("zdt_items", "estimate"),
+        CreateIndex("zdt_items_estimate_idx", "zdt_items", "(tenant_id, estimate)"),
+    ]
+    manager = toolkit_migration("2099-01-01T00:00:00:000000", "test", steps, POLICY, connect)
+    assert manager.wrap_in_transaction is False
+    before = await catalog(owner)
+    await manager.run()
+    after = {(kind, name): definition for kind, name, definition in await catalog(owner)}
+    assert after[("column", "estimate")] == "bigint not null"
+    assert ("index", "zdt_items_estimate_idx") in after
+    await manager.run(backwards=True)
+    assert await catalog(owner) == before
