@@ -28,11 +28,12 @@ import httpx
 
 from api.app import create_app
 from api.settings import Settings
-from db import embedded, roles, tables
+from db import tables
 from db.engine import DB
 from db.migrate import runner
 from db.queries import users
 from db.settings import get_database_settings
+from db.targets import scratch_database
 from db.tenancy import SET_CONTEXT_SQL, TenantContext, request_transaction, tenant_transaction
 from db.uuid7 import uuid7
 
@@ -81,17 +82,8 @@ OTHER_QUERIES = {
 
 async def prepare() -> tuple[str, str]:
     settings = get_database_settings()
-    if settings.embedded:
-        server = embedded.start(settings.taskql_data_dir)
-        admin = server.dsn(embedded.SUPERUSER, "postgres")
-        await roles.drop_database(admin, "taskql_bench")
-        await roles.bootstrap(admin, "taskql_bench", roles.RoleNames())
-        owner, app = (
-            server.dsn("taskql_owner", "taskql_bench"),
-            server.dsn("taskql_app", "taskql_bench"),
-        )
-    else:
-        owner, app = settings.migration_database_url or "", settings.database_url or ""
+    targets = await scratch_database("taskql_bench", settings)
+    owner, app = targets.require_owner(), targets.require_server()
     DB.configure(owner, settings)
     await runner.forwards()
     DB.configure(app, settings)

@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from db import embedded, roles
 from db.engine import DB
 from db.migrate import runner
 from db.migrate.backfill import PROGRESS_TABLE, Backfill
@@ -34,6 +33,7 @@ from db.migrate.toolkit import (
     Step,
 )
 from db.settings import get_database_settings
+from db.targets import scratch_database
 
 TENANTS = ("00000000-0000-7000-8000-00000000000a", "00000000-0000-7000-8000-00000000000b")
 POLICY = LockPolicy(lock_timeout_ms=200, statement_timeout_ms=600_000, max_total_wait_s=60)
@@ -42,15 +42,8 @@ TABLE = "bench_items"
 
 async def prepare() -> tuple[str, str]:
     settings = get_database_settings()
-    if settings.embedded:
-        server = embedded.start(settings.taskql_data_dir)
-        admin = server.dsn(embedded.SUPERUSER, "postgres")
-        await roles.drop_database(admin, "taskql_bench_migrations")
-        await roles.bootstrap(admin, "taskql_bench_migrations", roles.RoleNames())
-        owner = server.dsn("taskql_owner", "taskql_bench_migrations")
-        app = server.dsn("taskql_app", "taskql_bench_migrations")
-    else:
-        owner, app = settings.migration_database_url or "", settings.database_url or ""
+    targets = await scratch_database("taskql_bench_migrations", settings)
+    owner, app = targets.require_owner(), targets.require_server()
     DB.configure(owner, settings)
     await runner.forwards()
     return owner, app

@@ -88,3 +88,27 @@ def resolve(settings: DatabaseSettings | None = None) -> Targets:
                     server_dsn=settings.database_url, owner_dsn=settings.migration_database_url
                 )
         return _resolved
+
+
+async def scratch_database(name: str, settings: DatabaseSettings | None = None) -> Targets:
+    """A database for tests and benchmarks: on the embedded server, created afresh (dropped
+    first) with the usual roles; with DATABASE_URL/MIGRATION_DATABASE_URL set, those (the
+    caller must dedicate that database to the run)."""
+    settings = settings or get_database_settings()
+    if not settings.embedded:
+        if not (settings.database_url and settings.migration_database_url):
+            raise roles_missing(
+                "DATABASE_URL" if not settings.database_url else "MIGRATION_DATABASE_URL"
+            )
+        return Targets(server_dsn=settings.database_url, owner_dsn=settings.migration_database_url)
+    server = await asyncio.to_thread(embedded.start, settings.taskql_data_dir)
+    admin = server.dsn(embedded.SUPERUSER, "postgres")
+    names = roles.RoleNames()
+    await roles.drop_database(admin, name)
+    await roles.bootstrap(admin, name, names)
+    return Targets(
+        server_dsn=server.dsn(names.server_login, name),
+        owner_dsn=server.dsn(names.owner, name),
+        embedded=server,
+        admin_dsn=admin,
+    )

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 import asyncpg
 import pytest
 
-from db import embedded, roles
 from db.engine import DB
 from db.migrate import runner
 from db.settings import get_database_settings
-from db.targets import run_sync
+from db.targets import run_sync, scratch_database
 from tests.seed import Tenant, seed_tenant
 
 TEST_DATABASE = "taskql_test"
@@ -49,26 +48,12 @@ async def _migrate(owner_dsn: str) -> None:
 
 @pytest.fixture(scope="session")
 def test_database() -> ScratchDatabase:
-    settings = get_database_settings()
-    if settings.embedded:
-        server = embedded.start(settings.taskql_data_dir)
-        admin = server.dsn(embedded.SUPERUSER, "postgres")
-        names = roles.RoleNames()
-        run_sync(roles.drop_database(admin, TEST_DATABASE))
-        run_sync(roles.bootstrap(admin, TEST_DATABASE, names))
-        database = ScratchDatabase(
-            owner_dsn=server.dsn(names.owner, TEST_DATABASE),
-            server_dsn=server.dsn(names.server_login, TEST_DATABASE),
-            admin_dsn=admin,
-        )
-    else:
-        if not (settings.database_url and settings.migration_database_url):
-            pytest.exit("set both DATABASE_URL and MIGRATION_DATABASE_URL, or neither", 2)
-        database = ScratchDatabase(
-            owner_dsn=settings.migration_database_url,
-            server_dsn=settings.database_url,
-            admin_dsn=None,
-        )
+    targets = run_sync(scratch_database(TEST_DATABASE))
+    database = ScratchDatabase(
+        owner_dsn=targets.require_owner(),
+        server_dsn=targets.require_server(),
+        admin_dsn=targets.admin_dsn,
+    )
     run_sync(_migrate(database.owner_dsn))
     return database
 

@@ -80,14 +80,10 @@ async def membership(
 
 async def user_id_by_email(executor: Executor, email: str) -> UUID | None:
     """An existing user's id by e-mail, for adding them as a member."""
-    await executor.execute("SELECT set_config('app.login_email', $1, true)", email)
-    try:
-        value = await executor.fetchval(
-            "SELECT id FROM users WHERE lower(email) = lower($1)", email
-        )
-    finally:
-        await executor.execute("SELECT set_config('app.login_email', '', true)")
-    return UUID(str(value)) if value is not None else None
+    from db.queries.users import login_candidate
+
+    row = await login_candidate(executor, email)
+    return row["id"] if row is not None else None
 
 
 async def add_member(
