@@ -244,6 +244,36 @@ def seed_demo() -> None:
     typer.echo(f"Demo users: {', '.join(demo.USERS)}; password: {demo.DEMO_PASSWORD}")
 
 
+@app.command("seed")
+@clear_errors
+def seed_bulk(
+    orgs: Annotated[int, typer.Option(help="Organizations (tenants), of skewed sizes.")] = 20,
+    users: Annotated[int, typer.Option(help="Users, spread over the organizations.")] = 2000,
+    projects_per_org: Annotated[int, typer.Option(help="Projects per organization.")] = 10,
+    tasks_per_project: Annotated[int, typer.Option(help="Tasks per project, on average.")] = 5000,
+    comments_per_task: Annotated[int, typer.Option(help="Comments per task, on average.")] = 3,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same data.")] = 42,
+) -> None:
+    """Load a large realistic dataset with COPY (into a database being prepared, not a live
+    one). On the embedded server, name a database of its own: TASKQL_DATABASE=taskql_large."""
+    from db.bulk import SeedSpec
+    from db.bulk import seed as load
+
+    settings = get_settings()
+    targets = resolve(settings)
+    _as_owner(targets, settings)
+    run(_migrate_forwards())
+    spec = SeedSpec(orgs, users, projects_per_org, tasks_per_project, comments_per_task, seed)
+    result = run(load(targets.require_owner(), spec))
+    rate = sum(result.counts.values()) / result.seconds
+    typer.echo(
+        "loaded "
+        + ", ".join(f"{n:,} {t}" for t, n in result.counts.items())
+        + f" in {result.seconds:.1f} s ({rate:,.0f} rows/s); largest tenant {result.largest}, "
+        f"smallest {result.smallest}"
+    )
+
+
 # ------------------------------------------------------------------------------ schema
 
 
