@@ -56,6 +56,8 @@ def clear_errors(command: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
         except (DatabaseError, RuntimeError, ValueError, asyncpg.PostgresError) as exc:
             raise fail(
                 str(exc).splitlines()[0] if isinstance(exc, asyncpg.PostgresError) else str(exc)
@@ -272,6 +274,33 @@ def seed_bulk(
         + f" in {result.seconds:.1f} s ({rate:,.0f} rows/s); largest tenant {result.largest}, "
         f"smallest {result.smallest}"
     )
+
+
+@app.command("explain")
+@clear_errors
+def explain(
+    output: Annotated[Path, typer.Option(help="Where to write the report.")] = Path(
+        "docs/query-plans.md"
+    ),
+) -> None:
+    """Plan and time every hot statement on the seeded database (largest and smallest tenant);
+    exit 1 on a sequential scan of a large table or a statement over its budget."""
+    from datetime import UTC, datetime
+
+    from db.explain import markdown, report
+
+    targets = resolve(get_settings())
+    plans, unused = run(report(targets.require_owner(), targets.require_server()))
+    output.write_text(markdown(plans, unused, datetime.now(UTC).strftime("%Y-%m-%d")))
+    failing = [p for p in plans if p.problems]
+    for plan in plans:
+        mark = "FAIL" if plan.problems else "ok  "
+        typer.echo(
+            f"{mark} {plan.tenant:28.28} {plan.statement:52.52} {plan.milliseconds:8.2f} ms  {', '.join(plan.problems)}"
+        )
+    typer.echo(f"report written to {output}")
+    if failing:
+        raise fail(f"{len(failing)} statement(s) scan a large table or exceed their budget")
 
 
 # ------------------------------------------------------------------------------ schema

@@ -29,7 +29,41 @@ from db.passwords import hash_password
 AUDITED = ("organizations", "organization_members", "projects", "tasks", "task_comments")
 STATUSES = ("todo", "in_progress", "blocked", "done", "cancelled")
 STATUS_WEIGHTS = (35, 20, 5, 35, 5)
-WORDS = ["api", "billing", "cache", "deploy", "design", "docs", "email", "export", "fix", "import", "invoice", "login", "mobile", "onboarding", "payment", "performance", "refactor", "release", "report", "search", "security", "signup", "sync", "test", "ui", "upload", "webhook", "dashboard", "migration", "index", "backup", "alert", "audit"]
+WORDS = [
+    "api",
+    "billing",
+    "cache",
+    "deploy",
+    "design",
+    "docs",
+    "email",
+    "export",
+    "fix",
+    "import",
+    "invoice",
+    "login",
+    "mobile",
+    "onboarding",
+    "payment",
+    "performance",
+    "refactor",
+    "release",
+    "report",
+    "search",
+    "security",
+    "signup",
+    "sync",
+    "test",
+    "ui",
+    "upload",
+    "webhook",
+    "dashboard",
+    "migration",
+    "index",
+    "backup",
+    "alert",
+    "audit",
+]
 SEED_PASSWORD = "taskql-seed"
 
 

@@ -147,6 +147,21 @@ class AddColumn(Step):
 
 
 @dataclass(frozen=True)
+class RawSql(Step):
+    """Plain SQL in one short transaction, for what needs no recipe (an extension, a function).
+    Locks: whatever the statements take; keep them catalog-only."""
+
+    forwards_sql: str
+    backwards_sql: str
+
+    def forwards(self) -> list[list[Statement]]:
+        return [[Statement(self.forwards_sql)]]
+
+    def backwards(self) -> list[list[Statement]]:
+        return [[Statement(self.backwards_sql)]]
+
+
+@dataclass(frozen=True)
 class SetDefault(Step):
     """Set a column's default for new rows. Lock: ACCESS EXCLUSIVE, catalog only."""
 
