@@ -203,3 +203,24 @@ async def test_organization_insert_needs_its_own_id_as_tenant(tenant_a: Tenant) 
             await tables.Organization.insert(
                 tables.Organization(id=new_id, name="x", slug=f"x-{new_id.hex[-8:]}")
             )
+
+
+async def test_search_hits_answers_only_for_the_transactions_tenant(
+    tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    """search_hits() bypasses RLS to use its indexes: it must take the tenant from the
+    transaction's settings, and return nothing without one."""
+    async with tenant_transaction(TenantContext()) as tx:
+        assert await tx.connection.fetch("SELECT * FROM search_hits('root', 50, NULL, NULL)") == []
+    for tenant, other in ((tenant_a, tenant_b), (tenant_b, tenant_a)):
+        async with tenant_transaction(tenant.context()) as tx:
+            hits = {
+                r["id"]
+                for r in await tx.connection.fetch(
+                    "SELECT * FROM search_hits('root', 50, NULL, NULL)"
+                )
+            }
+            total = await tx.connection.fetchval("SELECT search_count('root')")
+        assert tenant.root_task_id in hits
+        assert other.root_task_id not in hits
+        assert total == len(hits)
