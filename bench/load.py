@@ -1,0 +1,357 @@
+"""Load benchmark: the hot operations against uvicorn (workers = cores), driven by wrk.
+
+Prerequisite: the large dataset (``TASKQL_DATABASE=taskql_large taskql seed``, or
+DATABASE_URL/MIGRATION_DATABASE_URL of a seeded database). For each operation and each
+concurrency (1, 8, 32), after a warm-up, wrk runs for a fixed time and reports req/s and
+latency percentiles; the same run measures the limit (``bench/limit_server.py``: one
+hand-written SQL statement per request) for the main query, and the CPU time each process
+used. Results go to bench/results/ as JSON and markdown (and a PNG chart when matplotlib is
+installed).
+
+    TASKQL_DATABASE=taskql_large .venv/bin/python bench/load.py [--duration 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psutil
+
+from api.ids import to_global_id
+from db.explain import find_sample, tenant_slugs
+from db.queries import users
+from db.targets import resolve
+from db.tenancy import TenantContext, request_transaction
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+MAIN_QUERY = """query($id: ID!) { project(id: $id) { name tasks(first: 50) { edges { node {
+  id title status priority assignee { id displayName }
+  comments(first: 3) { nodes { id content author { id displayName } } } } } } } }"""
+OPERATIONS = {
+    "main query (50 tasks, assignee, 3 comments + authors)": MAIN_QUERY,
+    "project tasks by priority, with totalCount": "query($id: ID!) { project(id: $id) { tasks(first: 50, orderBy: PRIORITY, direction: DESC) { totalCount nodes { id title priority status } } } }",
+    "task detail (ancestors, subtasks, history)": "query($t: ID!) { task(id: $t) { title ancestors { title } subtasks(first: 10) { nodes { title } } history(first: 5) { nodes { action createdAt } } } }",
+    "search": '{ search(text: "billing export", first: 20) { nodes { rank node { __typename } } } }',
+    "viewer with memberships": "{ viewer { user { email } memberships(first: 10) { nodes { role organization { slug } } } } }",
+}
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
+wrk.headers["X-Organization"] = "{slug}"
+wrk.body = [[{body}]]
+done = function(summary, latency, requests)
+  io.write(string.format('RESULT {{"requests": %d, "seconds": %f, "errors": %d, "non2xx": %d, "p50": %f, "p95": %f, "p99": %f}}\\n',
+    summary.requests, summary.duration / 1e6, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, latency:percentile(50) / 1e3, latency:percentile(95) / 1e3, latency:percentile(99) / 1e3))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, capture_output=True)
+        found = shutil.which("wrk")
+    if not found:
+        sys.exit(
+            "bench/load.py needs wrk: apt-get install wrk (Debian/Ubuntu), brew install wrk (macOS)"
+        )
+    return found
+
+
+def wait_for(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def start(app: str, port: int, workers: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    if app.endswith("create_app"):
+        command.append("--factory")
+    process = subprocess.Popen(command, env=env, cwd=ROOT.parent)
+    wait_for(port)
+    return process
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def tree(process: subprocess.Popen[bytes]) -> list[int]:
+    parent = psutil.Process(process.pid)
+    return [parent.pid, *(c.pid for c in parent.children(recursive=True))]
+
+
+def postgres_pids() -> list[int]:
+    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+
+
+def run_wrk(wrk: str, port: int, script: Path, connections: int, seconds: int) -> dict[str, Any]:
+    threads = min(2, connections)
+    result = subprocess.run(
+        [
+            wrk,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/graphql",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
+    data: dict[str, Any] = json.loads(line[len("RESULT ") :])
+    data["rps"] = data["requests"] / data["seconds"]
+    return data
+
+
+async def session_for(owner_dsn: str, server_dsn: str) -> tuple[str, str, dict[str, str], int]:
+    owner = await asyncpg.connect(owner_dsn)
+    try:
+        largest, _ = await tenant_slugs(owner)
+        sample = await find_sample(owner, largest, largest)
+    finally:
+        await owner.close()
+    token = secrets.token_urlsafe(32)
+    from db.engine import DB
+    from db.settings import get_database_settings
+
+    DB.configure(server_dsn, get_database_settings())
+    async with request_transaction(TenantContext(user_id=sample.user_id)) as (_, executor):
+        await users.create_session(
+            executor, sample.user_id, token, datetime.now(UTC) + timedelta(hours=2), None, "bench"
+        )
+    variables = {
+        "id": to_global_id("Project", sample.project_id),
+        "t": to_global_id("Task", sample.deep_task_id or sample.task_ids[0]),
+    }
+    ids = {"org": str(sample.organization_id), "project": str(sample.project_id)}
+    return token, largest, {**variables, **ids}, sample.tasks_in_project
+
+
+async def statements_per_operation(
+    app_env: dict[str, str], token: str, slug: str, variables: dict[str, str]
+) -> dict[str, int]:
+    """The same operations once in-process, for their SQL statement counts."""
+    import httpx
+
+    from api.app import create_app
+    from api.settings import Settings
+    from db.engine import DB
+
+    counts = {}
+    await DB.start_connection_pool()
+    app = create_app(Settings(taskql_sql_stats=True))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://bench"
+    ) as client:
+        for name, query in OPERATIONS.items():
+            response = await client.post(
+                "/graphql",
+                json={"query": query, "variables": variables},
+                headers={"Authorization": f"Bearer {token}", "X-Organization": slug},
+            )
+            body = response.json()
+            assert "errors" not in body, body
+            counts[name] = body["extensions"]["sqlStatements"]
+    await DB.close_connection_pool()
+    return counts
+
+
+def main(duration: int, concurrencies: list[int]) -> None:
+    wrk = ensure_wrk()
+    targets = resolve()
+    owner_dsn, server_dsn = targets.require_owner(), targets.require_server()
+    token, slug, variables, project_size = asyncio.run(session_for(owner_dsn, server_dsn))
+    workers = os.cpu_count() or 2
+    env = {
+        **os.environ,
+        "DATABASE_URL": server_dsn,
+        "MIGRATION_DATABASE_URL": owner_dsn,
+        "DB_POOL_MAX_SIZE": "20",
+        "TASKQL_LOGIN_ATTEMPTS_PER_IP": "1000000",
+    }
+    statements = asyncio.run(statements_per_operation(env, token, slug, variables))
+    api_port, limit_port = free_port(), free_port()
+    api = start("api.app:create_app", api_port, workers, env)
+    limit = start(
+        "bench.limit_server:app",
+        limit_port,
+        workers,
+        {
+            **env,
+            "LIMIT_DSN": server_dsn,
+            "LIMIT_ORG": variables["org"],
+            "LIMIT_PROJECT": variables["project"],
+        },
+    )
+    rows: list[dict[str, Any]] = []
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+
+            def script(name: str, query: str) -> Path:
+                path = Path(scratch) / f"{abs(hash(name))}.lua"
+                body = json.dumps(
+                    {
+                        "query": query,
+                        "variables": {k: v for k, v in variables.items() if k in ("id", "t")},
+                    }
+                )
+                path.write_text(LUA.format(token=token, slug=slug, body=body))
+                return path
+
+            targets_to_run = [
+                (name, api_port, tree(api), script(name, q)) for name, q in OPERATIONS.items()
+            ]
+            targets_to_run.append(
+                (
+                    "LIMIT: main query as one SQL statement",
+                    limit_port,
+                    tree(limit),
+                    script("limit", MAIN_QUERY),
+                )
+            )
+            for name, port, pids, lua in targets_to_run:
+                run_wrk(wrk, port, lua, 8, 2)  # warm-up
+                for connections in concurrencies:
+                    before_app, before_pg = cpu_seconds(pids), cpu_seconds(postgres_pids())
+                    result = run_wrk(wrk, port, lua, connections, duration)
+                    result.update(
+                        operation=name,
+                        concurrency=connections,
+                        statements=statements.get(name, 1),
+                        cpu_app_s=cpu_seconds(pids) - before_app,
+                        cpu_postgres_s=cpu_seconds(postgres_pids()) - before_pg,
+                    )
+                    rows.append(result)
+                    print(
+                        f"{name[:48]:48} c={connections:<3} {result['rps']:8.1f} req/s  p50 {result['p50']:7.1f} ms  "
+                        f"p95 {result['p95']:7.1f} ms  p99 {result['p99']:7.1f} ms  errors {result['errors'] + result['non2xx']}",
+                        flush=True,
+                    )
+    finally:
+        for process in (api, limit):
+            process.terminate()
+            process.wait(10)
+    write_results(rows, duration, workers, project_size)
+
+
+def write_results(
+    rows: list[dict[str, Any]], duration: int, workers: int, project_size: int
+) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    (RESULTS / "load.json").write_text(
+        json.dumps(
+            {"generated": stamp, "duration_s": duration, "workers": workers, "rows": rows}, indent=2
+        )
+    )
+    lines = [
+        f"# Load benchmark ({stamp})",
+        "",
+        f"uvicorn with {workers} workers per server, wrk for {duration} s per row after a warm-up; the",
+        f"largest seeded tenant, a project of {project_size:,} tasks. Latencies in ms.",
+        "",
+        "| operation | concurrency | req/s | p50 | p95 | p99 | statements | CPU app s | CPU postgres s | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['operation']} | {r['concurrency']} | {r['rps']:.1f} | {r['p50']:.1f} | {r['p95']:.1f} | "
+            f"{r['p99']:.1f} | {r['statements']} | {r['cpu_app_s']:.1f} | {r['cpu_postgres_s']:.1f} | {r['errors'] + r['non2xx']} |"
+        )
+    main_rows = {r["concurrency"]: r for r in rows if r["operation"].startswith("main query")}
+    limit_rows = {r["concurrency"]: r for r in rows if r["operation"].startswith("LIMIT")}
+    lines += [
+        "",
+        "Main query throughput as a share of the limit (one SQL statement per request):",
+        "",
+    ]
+    for c in sorted(main_rows):
+        if c in limit_rows:
+            lines.append(f"- concurrency {c}: {main_rows[c]['rps'] / limit_rows[c]['rps']:.2f}")
+    (RESULTS / "load.md").write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no chart (pip install matplotlib)")
+        return
+    figure, axis = plt.subplots(figsize=(9, 5))
+    for name in dict.fromkeys(r["operation"] for r in rows):
+        points = [r for r in rows if r["operation"] == name]
+        axis.plot(
+            [r["concurrency"] for r in points],
+            [r["rps"] for r in points],
+            marker="o",
+            label=name[:50],
+        )
+    axis.set_xlabel("concurrency")
+    axis.set_ylabel("requests per second")
+    axis.set_xscale("log", base=2)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(RESULTS / "load.png", dpi=120)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    arguments = parser.parse_args()
+    main(arguments.duration, arguments.concurrency)
