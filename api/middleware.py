@@ -16,7 +16,8 @@ import asyncpg
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import SCOPE_KEY, Auth, Tenant, Viewer, current_auth
-from api.errors import BAD_USER_INPUT, FORBIDDEN, UNAUTHENTICATED, error_body
+from api.errors import BAD_USER_INPUT, FORBIDDEN, UNAUTHENTICATED, BadUserInput, error_body
+from api.ids import from_global_id
 from db.engine import DB
 from db.errors import DatabaseError
 from db.queries import users
@@ -164,8 +165,6 @@ def _organization_ref(value: str | None) -> tuple[uuid.UUID | None, str | None]:
         return uuid.UUID(value), None
     except ValueError:
         pass
-    from api.errors import BadUserInput
-    from api.ids import from_global_id  # a global id of an Organization is accepted too
 
     try:
         kind, raw = from_global_id(value)

@@ -12,6 +12,7 @@ Each step's docstring says which lock it takes and for how long.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -46,18 +47,19 @@ class Statement:
     transactional: bool = True
 
 
-class Step:
+class Step(ABC):
     """One change, forwards and backwards."""
 
+    @abstractmethod
     def forwards(self) -> list[list[Statement]]:
         """Groups of statements; each group is one transaction (or one bare statement)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def backwards(self) -> list[list[Statement]]:
-        raise NotImplementedError
+        """The groups that undo ``forwards``."""
 
-    async def check(self, connection: asyncpg.Connection) -> None:
-        """Refuse to run if the change is unsafe on this table as it is now."""
+    async def check(self, connection: asyncpg.Connection) -> None:  # noqa: B027 - optional hook
+        """Refuse to run if the change is unsafe on this table as it is now (default: safe)."""
 
     async def run(
         self, connection: asyncpg.Connection, policy: LockPolicy, backwards: bool = False
