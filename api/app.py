@@ -14,9 +14,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.types import ExecutionResult
 
 from api.auth import SCOPE_KEY, Auth
 from api.context import Context
+from api.extensions import coded_errors
 from api.middleware import TaskqlMiddleware
 from api.ratelimit import RateLimiter
 from api.schema import build_schema
@@ -90,6 +93,16 @@ class TaskqlGraphQL(GraphQL[Context, None]):
             limiter=self.limiter,
             ip_limiter=self.ip_limiter,
         )
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        """Every error leaves with its code (and unexpected ones masked), whatever phase
+        raised it: parsing, validation, limits or execution."""
+        if result.errors:
+            auth: Auth | None = request.scope.get(SCOPE_KEY)
+            result.errors = coded_errors(result.errors, auth.request_id if auth else None)
+        return process_result(result)
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         html = self.graphql_ide_html

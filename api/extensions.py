@@ -8,15 +8,16 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from graphql import (
+    DocumentNode,
+    ExecutionResult,
     FieldNode,
+    FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
     InlineFragmentNode,
     IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    ValidationContext,
-    ValidationRule,
     VariableNode,
 )
 from strawberry.extensions import SchemaExtension
@@ -54,18 +55,11 @@ class OperationTransaction(SchemaExtension):
                 await transaction.rollback()  # type: ignore[no-untyped-call]
 
 
-class ErrorCodes(SchemaExtension):
+def coded_errors(errors_: list[GraphQLError], request_id: str | None) -> list[GraphQLError]:
     """Give every error an ``extensions.code``; mask unexpected ones, keeping the request id
-    so the log line can be found."""
-
-    def on_operation(self) -> Iterator[None]:
-        yield
-        result = self.execution_context.result
-        if result is None or not result.errors:
-            return
-        context: Context | None = self.execution_context.context
-        request_id = context.auth.request_id if context is not None else None
-        result.errors = [_coded(error, request_id) for error in result.errors]
+    so the log line can be found. Applied by the view to every result (parse, validation,
+    limits and execution errors alike)."""
+    return [_coded(error, request_id) for error in errors_]
 
 
 def _coded(error: GraphQLError, request_id: str | None) -> GraphQLError:
@@ -111,70 +105,81 @@ class SqlStatements(SchemaExtension):
         return {"sqlStatements": context.executor.statements}
 
 
-def node_limit_rule(limit: int, variables: dict[str, Any] | None) -> type[ValidationRule]:
-    """A validation rule counting the nodes an operation could return, GitHub-style: every
-    connection field costs ``first`` (or ``last``) times the product of its ancestors'."""
-
-    class NodeLimit(ValidationRule):
-        def __init__(self, context: ValidationContext) -> None:
-            super().__init__(context)
-
-        def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
-            total = self._cost(node.selection_set, 1, set())
-            if total > limit:
-                self.report_error(
-                    GraphQLError(
-                        f"this operation could return {total} nodes; the limit is {limit}: "
-                        "ask for smaller pages (`first`/`last`) or fewer nested connections",
-                        node,
-                        extensions={"code": errors.BAD_USER_INPUT, "limit": limit, "cost": total},
-                    )
-                )
-
-        def _page_size(self, field: FieldNode) -> int | None:
-            for argument in field.arguments or ():
-                if argument.name.value in ("first", "last"):
-                    value = argument.value
-                    if isinstance(value, IntValueNode):
-                        return int(value.value)
-                    if isinstance(value, VariableNode) and variables:
-                        given = variables.get(value.name.value)
-                        return given if isinstance(given, int) else None
-            return None
-
-        def _cost(
-            self, selection_set: SelectionSetNode | None, multiplier: int, seen: set[str]
-        ) -> int:
-            if selection_set is None:
-                return 0
-            total = 0
-            for selection in selection_set.selections:
-                if isinstance(selection, FieldNode):
-                    size = self._page_size(selection)
-                    inner = multiplier
-                    if size is not None:
-                        inner = multiplier * max(size, 1)
-                        total += inner
-                    total += self._cost(selection.selection_set, inner, seen)
-                elif isinstance(selection, InlineFragmentNode):
-                    total += self._cost(selection.selection_set, multiplier, seen)
-                elif isinstance(selection, FragmentSpreadNode):
-                    name = selection.name.value
-                    fragment = self.context.get_fragment(name)
-                    if fragment is not None and name not in seen:
-                        total += self._cost(fragment.selection_set, multiplier, seen | {name})
-            return total
-
-    return NodeLimit
-
-
 class NodeLimit(SchemaExtension):
-    """Adds the node-limit rule, with the operation's variables, to validation."""
+    """GitHub-style node limit: every connection field costs ``first`` (or ``last``) times
+    the product of its ancestors'. Checked before execution, with the request's variables
+    (so validation results can be cached per document)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
 
-    def on_operation(self) -> Iterator[None]:
-        rule = node_limit_rule(self.limit, self.execution_context.variables)
-        self.execution_context.validation_rules = (*self.execution_context.validation_rules, rule)
+    def on_execute(self) -> Iterator[None]:
+        document = self.execution_context.graphql_document
+        if document is not None:
+            cost = node_cost(
+                document, self.execution_context.operation_name, self.execution_context.variables
+            )
+            if cost > self.limit:
+                self.execution_context.result = ExecutionResult(
+                    data=None,
+                    errors=[
+                        GraphQLError(
+                            f"this operation could return {cost} nodes; the limit is {self.limit}: "
+                            "ask for smaller pages (`first`/`last`) or fewer nested connections",
+                            extensions={
+                                "code": errors.BAD_USER_INPUT,
+                                "limit": self.limit,
+                                "cost": cost,
+                            },
+                        )
+                    ],
+                )
         yield
+
+
+def node_cost(
+    document: DocumentNode, operation_name: str | None, variables: dict[str, Any] | None
+) -> int:
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name is not None:
+        operations = [
+            o for o in operations if o.name is not None and o.name.value == operation_name
+        ]
+    if not operations:
+        return 0
+
+    def page_size(field: FieldNode) -> int | None:
+        for argument in field.arguments or ():
+            if argument.name.value in ("first", "last"):
+                value = argument.value
+                if isinstance(value, IntValueNode):
+                    return int(value.value)
+                if isinstance(value, VariableNode) and variables:
+                    given = variables.get(value.name.value)
+                    return given if isinstance(given, int) else None
+        return None
+
+    def cost(selection_set: SelectionSetNode | None, multiplier: int, seen: frozenset[str]) -> int:
+        if selection_set is None:
+            return 0
+        total = 0
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                size = page_size(selection)
+                inner = multiplier
+                if size is not None:
+                    inner = multiplier * max(size, 1)
+                    total += inner
+                total += cost(selection.selection_set, inner, seen)
+            elif isinstance(selection, InlineFragmentNode):
+                total += cost(selection.selection_set, multiplier, seen)
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                if name in fragments and name not in seen:
+                    total += cost(fragments[name].selection_set, multiplier, seen | {name})
+        return total
+
+    return cost(operations[0].selection_set, 1, frozenset())

@@ -8,11 +8,13 @@ import strawberry
 from strawberry.extensions import (
     MaxAliasesLimiter,
     MaxTokensLimiter,
+    ParserCache,
     QueryDepthLimiter,
+    ValidationCache,
 )
 from strawberry.tools import merge_types
 
-from api.extensions import ErrorCodes, NodeLimit, OperationTransaction, SqlStatements
+from api.extensions import NodeLimit, OperationTransaction, SqlStatements
 from api.mutations.auth import AuthMutations
 from api.mutations.comments import CommentMutations
 from api.mutations.organizations import OrganizationMutations
@@ -40,11 +42,14 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         mutation=Mutation,
         types=[User, Member, Organization, Project, Task, Comment, *error_types.ALL],
         extensions=[
-            ErrorCodes,
+            # Parsing and validating the same document again is wasted work: both are cached
+            # (the node limit depends on variables, so it is checked at execution instead).
+            lambda: ParserCache(maxsize=1000),
+            lambda: ValidationCache(maxsize=1000),
             lambda: QueryDepthLimiter(max_depth=settings.taskql_max_depth),
             lambda: MaxAliasesLimiter(max_alias_count=settings.taskql_max_aliases),
             lambda: MaxTokensLimiter(max_token_count=settings.taskql_max_tokens),
-            lambda: NodeLimit(settings.taskql_max_nodes),
+            lambda: NodeLimit(settings.taskql_max_nodes),  # before the transaction opens
             OperationTransaction,
             SqlStatements,
         ],
