@@ -11,7 +11,7 @@ import asyncpg
 import strawberry
 
 from api.context import Info
-from api.types.node import Node
+from api.types.node import Node, node_id
 from api.types.users import User, load_user
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ class Comment(Node):
         history = row["content_history"]
         return cls(
             pk=row["id"],
+            id=node_id("Comment", row["id"]),
             content=row["content"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],

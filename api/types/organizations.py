@@ -12,7 +12,7 @@ import strawberry
 from api.context import Info
 from api.loaders import load_connection
 from api.pagination import Connection, page_request
-from api.types.node import Direction, Node, ProjectStatus
+from api.types.node import Direction, Node, ProjectStatus, node_id
 from api.types.users import OLDEST_FIRST, Member
 from db.queries import projects
 from db.queries.organizations import MEMBERS
@@ -55,6 +55,7 @@ class Organization(Node):
     def from_row(cls, row: asyncpg.Record) -> Organization:
         return cls(
             pk=row["id"],
+            id=node_id("Organization", row["id"]),
             name=row["name"],
             slug=row["slug"],
             created_at=row["created_at"],

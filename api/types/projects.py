@@ -15,7 +15,7 @@ from api.errors import BadUserInput
 from api.ids import decode_id
 from api.loaders import load_connection
 from api.pagination import Connection, page_request
-from api.types.node import Direction, Node, ProjectStatus, TaskStatus
+from api.types.node import Direction, Node, ProjectStatus, TaskStatus, node_id
 from api.types.users import User, load_user
 from db.queries import tasks
 from db.sql import Order
@@ -90,6 +90,7 @@ class Project(Node):
     def from_row(cls, row: asyncpg.Record) -> Project:
         return cls(
             pk=row["id"],
+            id=node_id("Project", row["id"]),
             name=row["name"],
             description=row["description"],
             status=ProjectStatus(row["status"]),

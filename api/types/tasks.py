@@ -14,7 +14,7 @@ from api.loaders import load_connection
 from api.pagination import Connection, page_request
 from api.types.audit import AuditEntry
 from api.types.comments import Comment
-from api.types.node import Direction, Node, TaskStatus
+from api.types.node import Direction, Node, TaskStatus, node_id
 from api.types.projects import TaskOrderField, task_order
 from api.types.users import User, load_user
 from db.queries import audit, comments, tasks
@@ -42,6 +42,7 @@ class Task(Node):
     def from_row(cls, row: asyncpg.Record) -> Task:
         return cls(
             pk=row["id"],
+            id=node_id("Task", row["id"]),
             title=row["title"],
             description=row["description"],
             status=TaskStatus(row["status"]),

@@ -12,7 +12,7 @@ import strawberry
 from api.context import Info
 from api.loaders import load_connection
 from api.pagination import Connection, page_request
-from api.types.node import Node, Role
+from api.types.node import Node, Role, node_id
 from db.queries.organizations import MEMBERSHIPS
 from db.sql import Order
 
@@ -34,6 +34,7 @@ class User(Node):
     def from_row(cls, row: asyncpg.Record) -> User:
         return cls(
             pk=row["id"],
+            id=node_id("User", row["id"]),
             email=row["email"],
             display_name=row["display_name"],
             created_at=row["created_at"],
@@ -59,6 +60,7 @@ class Member(Node):
     def from_row(cls, row: asyncpg.Record) -> Member:
         return cls(
             pk=row["id"],
+            id=node_id("Member", row["id"]),
             role=Role(row["role"]),
             created_at=row["created_at"],
             user_id=row["user_id"],
