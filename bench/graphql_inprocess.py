@@ -27,7 +27,7 @@ from uuid import UUID
 
 import httpx
 
-from api.app import create_app
+from api.app import create_app, tune_gc
 from api.settings import Settings
 from db import tables
 from db.engine import DB
@@ -151,7 +151,9 @@ async def main(rounds: int) -> None:
     org_id, project_id, token, slug, task_id = await seed()
     from api.ids import to_global_id
 
-    app = create_app(Settings(taskql_sql_stats=True))
+    settings = Settings(taskql_sql_stats=True)
+    app = create_app(settings)
+    tune_gc(settings)  # as the server's lifespan does (ASGITransport does not run it)
     headers = {"Authorization": f"Bearer {token}", "X-Organization": slug}
     variables = {"id": to_global_id("Project", project_id), "t": to_global_id("Task", task_id)}
     async with httpx.AsyncClient(
