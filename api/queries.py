@@ -96,7 +96,9 @@ class Query:
         return Task.from_row(row) if row else None
 
     @strawberry.field(
-        description="Projects and tasks of the current organization matching `text`, best first. Tolerates typos in task titles."
+        description="Projects and tasks of the current organization matching `text`, best first. "
+        "Tolerates typos in task titles. For very common words, the best of the first 2,000 "
+        "matches per kind are ranked (and counted in totalCount)."
     )
     async def search(
         self, info: Info, text: str, first: int = 20, after: str | None = None

@@ -7,6 +7,8 @@ tenant of 250,000 tasks. ``search_hits`` runs as ``taskql_maintenance`` (BYPASSR
 GIN indexes serve the search, and applies the tenant itself, from the transaction's
 ``app.organization_id`` setting (never from an argument): no tenant, no rows. It returns
 only (kind, id, rank); the rows themselves are then read through row-level security.
+At most 2,000 candidates per branch are ranked, so a word found in most of a tenant's
+tasks costs a bounded amount (the best of those candidates are returned).
 """
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
@@ -27,18 +29,23 @@ SET search_path = pg_catalog, public
 AS $$
     WITH tenant AS (SELECT NULLIF(current_setting('app.organization_id', true), '')::uuid AS id),
     query AS (SELECT websearch_to_tsquery('english', words) AS q),
+    -- Each branch takes at most 2,000 candidates straight from its GIN index (no sort), then
+    -- only those are ranked: a very common word cannot make one search rank a whole tenant.
     hits AS (
-        SELECT 'task'::text AS kind, t.id, ts_rank_cd(t.search_vector, query.q) AS rank
-        FROM tasks AS t, query, tenant
-        WHERE t.search_vector @@ query.q AND t.organization_id = tenant.id
-        UNION
-        SELECT 'task', t.id, similarity(t.title, words)
-        FROM tasks AS t, tenant
-        WHERE t.title % words AND t.organization_id = tenant.id
-        UNION
-        SELECT 'project', p.id, greatest(ts_rank_cd(p.search_vector, query.q), similarity(p.name, words))
-        FROM projects AS p, query, tenant
-        WHERE p.organization_id = tenant.id AND (p.search_vector @@ query.q OR p.name % words)
+        (SELECT 'task'::text AS kind, t.id, ts_rank_cd(t.search_vector, query.q) AS rank
+         FROM tasks AS t, query, tenant
+         WHERE t.search_vector @@ query.q AND t.organization_id = tenant.id
+         LIMIT 2000)
+        UNION ALL
+        (SELECT 'task', t.id, similarity(t.title, words)
+         FROM tasks AS t, tenant
+         WHERE t.title % words AND t.organization_id = tenant.id
+         LIMIT 2000)
+        UNION ALL
+        (SELECT 'project', p.id, greatest(ts_rank_cd(p.search_vector, query.q), similarity(p.name, words))
+         FROM projects AS p, query, tenant
+         WHERE p.organization_id = tenant.id AND (p.search_vector @@ query.q OR p.name % words)
+         LIMIT 2000)
     ),
     best AS (SELECT h.kind, h.id, max(h.rank)::real AS rank FROM hits AS h GROUP BY h.kind, h.id)
     SELECT b.kind, b.id, b.rank FROM best AS b
