@@ -1,0 +1,112 @@
+"""`taskql serve` as a user runs it: a real uvicorn process, on the embedded PostgreSQL
+(fresh data folder: initdb, roles, migrations, demo data, a printed token) and on an
+external database named by DATABASE_URL. It answers, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ScratchDatabase
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], int]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return process, port
+
+
+def wait_healthy(process: subprocess.Popen[str], port: int, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("taskql serve did not become healthy")
+
+
+def stop(process: subprocess.Popen[str]) -> str:
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    return output
+
+
+def test_serve_on_a_fresh_embedded_postgres_with_demo_data_and_a_token(tmp_path: Path) -> None:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MIGRATION_DATABASE_URL")
+    }
+    env["TASKQL_DATA_DIR"] = str(tmp_path / "pgdata")
+    process, port = serve(env)
+    try:
+        wait_healthy(process, port)
+        pid_file = tmp_path / "pgdata" / "postmaster.pid"
+        assert pid_file.exists()
+    finally:
+        output = stop(process)
+    assert f"data in {tmp_path / 'pgdata'}" in output
+    assert f"GraphiQL: http://127.0.0.1:{port}/graphql" in output
+    headers = json.loads(
+        re.search(r"^\s+(\{\"Authorization\".*\})$", output, re.MULTILINE).group(1)
+    )  # type: ignore[union-attr]
+    assert headers["X-Organization"] == "acme"
+    # The embedded server stopped with its last user.
+    deadline = time.monotonic() + 10
+    while pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not pid_file.exists()
+
+
+def test_serve_on_an_external_database_answers_queries(test_database: ScratchDatabase) -> None:
+    env = {**test_database.env(), "TASKQL_WORKERS": "2"}
+    process, port = serve(env, "--no-demo")
+    try:
+        wait_healthy(process, port)
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/graphql",
+            json={
+                "query": 'mutation { logIn(input: {email: "nobody@example.test", password: "wrong password"}) { token errors { code } } }'
+            },
+            timeout=10,
+        )
+        assert response.status_code == 200
+        assert response.json()["data"]["logIn"] == {
+            "token": None,
+            "errors": [{"code": "BAD_USER_INPUT"}],
+        }
+        assert response.headers["x-request-id"]
+        unauthenticated = httpx.post(
+            f"http://127.0.0.1:{port}/graphql",
+            json={"query": "{ viewer { user { id } } }"},
+            headers={"Authorization": "Bearer nope"},
+            timeout=10,
+        )
+        assert unauthenticated.status_code == 401
+    finally:
+        output = stop(process)
+    assert "Traceback" not in output
