@@ -71,9 +71,9 @@ def test_serve_on_a_fresh_embedded_postgres_with_demo_data_and_a_token(tmp_path:
         output = stop(process)
     assert f"data in {tmp_path / 'pgdata'}" in output
     assert f"GraphiQL: http://127.0.0.1:{port}/graphql" in output
-    headers = json.loads(
-        re.search(r"^\s+(\{\"Authorization\".*\})$", output, re.MULTILINE).group(1)
-    )  # type: ignore[union-attr]
+    printed = re.search(r"^\s+(\{\"Authorization\".*\})$", output, re.MULTILINE)
+    assert printed is not None, output
+    headers = json.loads(printed.group(1))
     assert headers["X-Organization"] == "acme"
     # The embedded server stopped with its last user.
     deadline = time.monotonic() + 10
