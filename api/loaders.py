@@ -135,3 +135,15 @@ async def load_connection(
         return loaders.count.load(CountKey(source, parent_id, where, tenant_scoped))
 
     return connection(rows, page, node, count)
+
+
+async def load_one(
+    loader: DataLoader[UUID, asyncpg.Record | None],
+    key: UUID | None,
+    node: Callable[[asyncpg.Record], T],
+) -> T | None:
+    """One object by id through its loader (batched with its siblings); None if absent."""
+    if key is None:
+        return None
+    row = await loader.load(key)
+    return node(row) if row is not None else None

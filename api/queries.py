@@ -10,7 +10,7 @@ import strawberry
 from api.context import Info
 from api.errors import BadUserInput
 from api.ids import decode_id, from_global_id
-from api.loaders import load_connection
+from api.loaders import load_connection, load_one
 from api.pagination import MAX_PAGE, Connection, connection, decode_cursor
 from api.types.audit import AuditEntityType, AuditEntry
 from api.types.comments import Comment
@@ -86,14 +86,14 @@ class Query:
     @strawberry.field
     async def project(self, info: Info, id: strawberry.ID) -> Project | None:
         info.context.tenant  # noqa: B018
-        row = await info.context.loaders.project.load(decode_id(id, "Project"))
-        return Project.from_row(row) if row else None
+        return await load_one(
+            info.context.loaders.project, decode_id(id, "Project"), Project.from_row
+        )
 
     @strawberry.field
     async def task(self, info: Info, id: strawberry.ID) -> Task | None:
         info.context.tenant  # noqa: B018
-        row = await info.context.loaders.task.load(decode_id(id, "Task"))
-        return Task.from_row(row) if row else None
+        return await load_one(info.context.loaders.task, decode_id(id, "Task"), Task.from_row)
 
     @strawberry.field(
         description="Projects and tasks of the current organization matching `text`, best first. "

@@ -11,6 +11,7 @@ import asyncpg
 import strawberry
 
 from api.context import Info
+from api.loaders import load_one
 from api.types.node import Node, node_id
 from api.types.users import User, load_user
 
@@ -64,8 +65,7 @@ class Comment(Node):
     async def task(self, info: Info) -> Annotated[Task, strawberry.lazy("api.types.tasks")] | None:
         from api.types.tasks import Task
 
-        row = await info.context.loaders.task.load(self.task_id)
-        return Task.from_row(row) if row is not None else None
+        return await load_one(info.context.loaders.task, self.task_id, Task.from_row)
 
     @strawberry.field(description="Earlier versions, oldest first.")
     def history(self) -> list[CommentVersion]:

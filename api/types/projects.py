@@ -13,7 +13,7 @@ import strawberry
 from api.context import Info
 from api.errors import BadUserInput
 from api.ids import decode_id
-from api.loaders import load_connection
+from api.loaders import load_connection, load_one
 from api.pagination import Connection, page_request
 from api.types.node import Direction, Node, ProjectStatus, TaskStatus, node_id
 from api.types.users import User, load_user
@@ -115,8 +115,9 @@ class Project(Node):
     ) -> Annotated[Organization, strawberry.lazy("api.types.organizations")] | None:
         from api.types.organizations import Organization
 
-        row = await info.context.loaders.organization.load(self.organization_id)
-        return Organization.from_row(row) if row is not None else None
+        return await load_one(
+            info.context.loaders.organization, self.organization_id, Organization.from_row
+        )
 
     @strawberry.field(description="The project's tasks, keyset-paginated in the chosen order.")
     async def tasks(

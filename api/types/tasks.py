@@ -10,7 +10,7 @@ import asyncpg
 import strawberry
 
 from api.context import Info
-from api.loaders import load_connection
+from api.loaders import load_connection, load_one
 from api.pagination import Connection, page_request
 from api.types.audit import AuditEntry
 from api.types.comments import Comment
@@ -63,15 +63,11 @@ class Task(Node):
     ) -> Annotated[Project, strawberry.lazy("api.types.projects")] | None:
         from api.types.projects import Project
 
-        row = await info.context.loaders.project.load(self.project_id)
-        return Project.from_row(row) if row is not None else None
+        return await load_one(info.context.loaders.project, self.project_id, Project.from_row)
 
     @strawberry.field
     async def parent(self, info: Info) -> Task | None:
-        if self.parent_id is None:
-            return None
-        row = await info.context.loaders.task.load(self.parent_id)
-        return Task.from_row(row) if row is not None else None
+        return await load_one(info.context.loaders.task, self.parent_id, Task.from_row)
 
     @strawberry.field(description="Parent, grandparent, ... up to the root, nearest first.")
     async def ancestors(self, info: Info) -> list[Task]:

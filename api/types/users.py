@@ -10,7 +10,7 @@ import asyncpg
 import strawberry
 
 from api.context import Info
-from api.loaders import load_connection
+from api.loaders import load_connection, load_one
 from api.pagination import Connection, page_request
 from api.types.node import Node, Role, node_id
 from db.queries.organizations import MEMBERSHIPS
@@ -42,10 +42,7 @@ class User(Node):
 
 
 async def load_user(info: Info, user_id: UUID | None) -> User | None:
-    if user_id is None:
-        return None
-    row = await info.context.loaders.user.load(user_id)
-    return User.from_row(row) if row is not None else None
+    return await load_one(info.context.loaders.user, user_id, User.from_row)
 
 
 @strawberry.type(description="A user's membership of an organization, with their role.")
@@ -82,8 +79,9 @@ class Member(Node):
     ) -> Annotated[Organization, strawberry.lazy("api.types.organizations")] | None:
         from api.types.organizations import Organization
 
-        row = await info.context.loaders.organization.load(self.organization_id)
-        return Organization.from_row(row) if row is not None else None
+        return await load_one(
+            info.context.loaders.organization, self.organization_id, Organization.from_row
+        )
 
 
 @strawberry.type(description="The authenticated caller.")
