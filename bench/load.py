@@ -324,6 +324,11 @@ def write_results(
         if c in limit_rows:
             lines.append(f"- concurrency {c}: {main_rows[c]['rps'] / limit_rows[c]['rps']:.2f}")
     (RESULTS / "load.md").write_text("\n".join(lines) + "\n")
+    chart(rows)
+
+
+def chart(rows: list[dict[str, Any]]) -> None:
+    """bench/results/load.png: req/s by concurrency, one line per operation."""
     try:
         import matplotlib
 
@@ -353,5 +358,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument(
+        "--chart-only", action="store_true", help="Redraw the chart from load.json."
+    )
     arguments = parser.parse_args()
-    main(arguments.duration, arguments.concurrency)
+    if arguments.chart_only:
+        chart(json.loads((RESULTS / "load.json").read_text())["rows"])
+    else:
+        main(arguments.duration, arguments.concurrency)
