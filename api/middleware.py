@@ -13,6 +13,7 @@ import uuid
 from ipaddress import ip_address
 
 import asyncpg
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import SCOPE_KEY, Auth, Tenant, Viewer, current_auth
@@ -124,6 +125,8 @@ class TaskqlMiddleware:
                 f"request body over {self.max_body_bytes} bytes",
                 request_id,
             )
+        except ClientDisconnect:
+            _log.info("client went away before sending its whole request [%s]", request_id)
         finally:
             current_auth.reset(token_var)
 

@@ -3,6 +3,8 @@ malformed requests get a clear error with a code, never a 500."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
 
@@ -133,3 +135,39 @@ async def test_an_unexpected_error_is_masked_with_a_request_id_that_is_logged(
     assert error["extensions"] == {"code": "INTERNAL_SERVER_ERROR", "requestId": "req-masked-1"}
     assert "secret" not in response.text
     assert any("req-masked-1" in record.getMessage() for record in caplog.records)
+
+
+async def test_a_client_that_goes_away_mid_body_is_not_a_server_error(
+    org_a: Org, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(Settings())
+    messages: Iterator[dict[str, object]] = iter(
+        [
+            {"type": "http.request", "body": b'{"query": "{ vie', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return next(messages)
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/graphql",
+        "headers": [(b"content-type", b"application/json")],
+        "query_string": b"",
+        "client": ("127.0.0.1", 1),
+        "server": ("t", 80),
+        "scheme": "http",
+        "root_path": "",
+        "http_version": "1.1",
+        "asgi": {"version": "3.0"},
+    }
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    assert sent == []
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
