@@ -169,6 +169,8 @@ class Loader:
             tasks_here = await self.organization(index, slug, members, weights[index])
             sizes[slug] = tasks_here
             self.progress.advance(tasks_task, tasks_here)
+        # Tenant sizes are random around the nominal total: end on the real count.
+        self.progress.update(tasks_task, total=sum(sizes.values()))
         largest = max(sizes, key=lambda s: sizes[s])
         smallest = min(sizes, key=lambda s: sizes[s])
         return largest, smallest
