@@ -149,6 +149,15 @@ async def _updated(run: Run, row: Any) -> TaskPayload:
     return TaskPayload(task=Task.from_row(row))
 
 
+async def _set_status(info: Info, task_id: str, status: str) -> TaskPayload:
+    """completeTask and reopenTask: completed_at follows the status (database trigger)."""
+    async with mutation(info) as run:
+        run.tenant("member")
+        row = await tasks.update(info.context.db, decode_id(task_id, "Task"), status=status)
+        return await _updated(run, row)
+    return TaskPayload(errors=run.errors)
+
+
 @strawberry.type
 class TaskMutations:
     @strawberry.mutation(description="Create a task, optionally under a parent task (members).")
@@ -269,19 +278,11 @@ class TaskMutations:
 
     @strawberry.mutation(description="Mark a task done (members).")
     async def complete_task(self, info: Info, input: CompleteTaskInput) -> TaskPayload:
-        async with mutation(info) as run:
-            run.tenant("member")
-            row = await tasks.update(info.context.db, decode_id(input.id, "Task"), status="done")
-            return await _updated(run, row)
-        return TaskPayload(errors=run.errors)
+        return await _set_status(info, input.id, "done")
 
     @strawberry.mutation(description="Reopen a done or cancelled task (members).")
     async def reopen_task(self, info: Info, input: ReopenTaskInput) -> TaskPayload:
-        async with mutation(info) as run:
-            run.tenant("member")
-            row = await tasks.update(info.context.db, decode_id(input.id, "Task"), status="todo")
-            return await _updated(run, row)
-        return TaskPayload(errors=run.errors)
+        return await _set_status(info, input.id, "todo")
 
     @strawberry.mutation(description="Delete a task with its subtasks and comments (members).")
     async def delete_task(self, info: Info, input: DeleteTaskInput) -> DeleteTaskPayload:
