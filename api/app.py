@@ -9,18 +9,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.types import ExecutionResult
 
 from api.auth import SCOPE_KEY, Auth
+from api.compiler import Compiler, Unsupported
 from api.context import Context
-from api.extensions import coded_errors
+from api.errors import INTERNAL_SERVER_ERROR, ApiError, error_body
+from api.extensions import coded_errors, node_cost, operation_context
 from api.middleware import TaskqlMiddleware
 from api.ratelimit import RateLimiter
 from api.schema import build_schema
@@ -28,6 +32,7 @@ from api.settings import Settings, get_settings
 from db.engine import DB
 from db.errors import DatabaseError
 from db.targets import resolve
+from db.tenancy import request_transaction
 
 _log = logging.getLogger("taskql")
 
@@ -75,14 +80,86 @@ class TaskqlGraphQL(GraphQL[Context, None]):
     def __init__(self, settings: Settings) -> None:
         # No WebSocket protocols: every operation goes through the authenticating middleware
         # over HTTP (subscriptions are not offered yet).
-        super().__init__(build_schema(settings), graphql_ide="graphiql", subscription_protocols=())
+        schema = build_schema(settings)
+        super().__init__(schema, graphql_ide="graphiql", subscription_protocols=())
         self.settings = settings
+        self.compiler = (
+            Compiler(schema._schema, settings) if settings.taskql_compiled_queries else None
+        )
         self.limiter = RateLimiter(
             settings.taskql_login_attempts_per_email, settings.taskql_login_window_seconds
         )
         self.ip_limiter = RateLimiter(
             settings.taskql_login_attempts_per_ip, settings.taskql_login_window_seconds
         )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """POSTed queries that ``api.compiler`` can answer in one statement skip GraphQL
+        execution; everything else (and every request that would end in an error) goes to
+        Strawberry, with the body already read."""
+        if self.compiler is None or scope["type"] != "http" or scope["method"] != "POST":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        response = await self.compiled(request)
+        if response is None:
+            try:
+                response = await self.run(request)
+            except HTTPException as exc:
+                response = PlainTextResponse(exc.reason, status_code=exc.status_code)
+        await response(scope, receive, send)
+
+    async def compiled(self, request: Request) -> Response | None:
+        """The compiled answer, or None when the resolvers must answer."""
+        assert self.compiler is not None
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            return None
+        auth: Auth = request.scope[SCOPE_KEY]
+        if auth.viewer is None:
+            return None
+        try:
+            data = json.loads(await request.body())
+        except ValueError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        query, name, variables = data.get("query"), data.get("operationName"), data.get("variables")
+        if variables is None:
+            variables = {}
+        if (
+            not isinstance(query, str)
+            or not isinstance(name, str | None)
+            or not isinstance(variables, dict)
+        ):
+            return None
+        plan = self.compiler.plan(query, name)
+        if plan is None:
+            return None
+        try:
+            statement = self.compiler.statement(
+                plan,
+                variables,
+                auth.tenant.organization_id if auth.tenant else None,
+                auth.viewer.user_id,
+            )
+        except (Unsupported, ApiError):
+            return None
+        if node_cost(plan.document, name, statement.variables) > self.settings.taskql_max_nodes:
+            return None
+        try:
+            async with request_transaction(operation_context(auth, self.settings)) as (_, executor):
+                text = await executor.fetchval(statement.sql, *statement.params)
+        except asyncpg.PostgresError as exc:
+            # What the resolvers answer for a failed statement: masked, logged with the id.
+            _log.error("compiled query failed [request %s]: %s", auth.request_id, exc)
+            body = error_body(INTERNAL_SERVER_ERROR, "Unexpected error.", requestId=auth.request_id)
+            return Response(body, media_type="application/json")
+        except (DatabaseError, OSError, asyncpg.InterfaceError):
+            return None  # pool or connection trouble: the resolver path reports it
+        extensions = ""
+        if self.settings.taskql_sql_stats:
+            extensions = f',"extensions":{{"sqlStatements":{executor.statements}}}'
+        return Response(f'{{"data":{text}{extensions}}}', media_type="application/json")
 
     async def get_context(self, request: Request, response: Response) -> Context:  # type: ignore[override]
         auth: Auth = request.scope[SCOPE_KEY]

@@ -23,10 +23,25 @@ from graphql import (
 from strawberry.extensions import SchemaExtension
 
 from api import errors
+from api.auth import Auth
 from api.context import Context
+from api.settings import Settings
 from db.tenancy import TenantContext, request_transaction
 
 _log = logging.getLogger("taskql.graphql")
+
+
+def operation_context(auth: Auth, settings: Settings) -> TenantContext:
+    """Who acts for whom in an operation's transaction (resolvers and compiled queries)."""
+    return TenantContext(
+        organization_id=auth.tenant.organization_id if auth.tenant else None,
+        user_id=auth.viewer.user_id if auth.viewer else None,
+        role=auth.tenant.role if auth.tenant else None,
+        request_id=auth.request_id,
+        client_ip=auth.client_ip,
+        user_agent=auth.user_agent,
+        statement_timeout_ms=settings.taskql_request_statement_timeout_ms,
+    )
 
 
 class OperationTransaction(SchemaExtension):
@@ -36,16 +51,7 @@ class OperationTransaction(SchemaExtension):
 
     async def on_execute(self) -> AsyncIterator[None]:
         context: Context = self.execution_context.context
-        auth = context.auth
-        tenant_context = TenantContext(
-            organization_id=auth.tenant.organization_id if auth.tenant else None,
-            user_id=auth.viewer.user_id if auth.viewer else None,
-            role=auth.tenant.role if auth.tenant else None,
-            request_id=auth.request_id,
-            client_ip=auth.client_ip,
-            user_agent=auth.user_agent,
-            statement_timeout_ms=context.settings.taskql_request_statement_timeout_ms,
-        )
+        tenant_context = operation_context(context.auth, context.settings)
         async with request_transaction(tenant_context) as (transaction, executor):
             context.transaction = transaction
             context.executor = executor

@@ -39,6 +39,8 @@ class Settings(DatabaseSettings):
     taskql_request_statement_timeout_ms: int = Field(default=3000, ge=0)
     #: Report the operation's SQL statement count in the response's `extensions`.
     taskql_sql_stats: bool = False
+    #: Answer the queries api.compiler knows with one SQL statement (resolvers otherwise).
+    taskql_compiled_queries: bool = True
     #: Garbage collector generation-0 threshold for server processes (Python's default is
     #: 2,000); 0 leaves the collector alone. See docs/performance.md.
     taskql_gc_threshold: int = Field(default=100_000, ge=0)
