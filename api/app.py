@@ -21,10 +21,10 @@ from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.types import ExecutionResult
 
 from api.auth import SCOPE_KEY, Auth
-from api.compiler import Compiler, Unsupported
+from api.compiler import Compiler
 from api.context import Context
-from api.errors import INTERNAL_SERVER_ERROR, ApiError, error_body
-from api.extensions import coded_errors, node_cost, operation_context
+from api.errors import INTERNAL_SERVER_ERROR, error_body
+from api.extensions import coded_errors, operation_context
 from api.middleware import TaskqlMiddleware
 from api.ratelimit import RateLimiter
 from api.schema import build_schema
@@ -132,23 +132,19 @@ class TaskqlGraphQL(GraphQL[Context, None]):
             or not isinstance(variables, dict)
         ):
             return None
-        plan = self.compiler.plan(query, name)
-        if plan is None:
+        prepared = self.compiler.prepare(
+            query,
+            name,
+            variables,
+            auth.tenant.organization_id if auth.tenant else None,
+            auth.viewer.user_id,
+        )
+        if prepared is None:
             return None
-        try:
-            statement = self.compiler.statement(
-                plan,
-                variables,
-                auth.tenant.organization_id if auth.tenant else None,
-                auth.viewer.user_id,
-            )
-        except (Unsupported, ApiError):
-            return None
-        if node_cost(plan.document, name, statement.variables) > self.settings.taskql_max_nodes:
-            return None
+        sql, params = prepared
         try:
             async with request_transaction(operation_context(auth, self.settings)) as (_, executor):
-                text = await executor.fetchval(statement.sql, *statement.params)
+                text = await executor.fetchval(sql, *params)
         except asyncpg.PostgresError as exc:
             # What the resolvers answer for a failed statement: masked, logged with the id.
             _log.error("compiled query failed [request %s]: %s", auth.request_id, exc)

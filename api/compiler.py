@@ -24,6 +24,7 @@ this code base and from GraphQL names, which the validated grammar restricts to
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ from graphql.pyutils import Undefined
 from graphql.utilities import value_from_ast
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 
+from api.errors import ApiError
+from api.extensions import node_cost
 from api.ids import decode_id
 from api.pagination import page_request
 from api.settings import Settings
@@ -83,12 +86,22 @@ class Plan:
     needs_tenant: bool
 
 
+#: Stand-ins for the caller's ids in a cached statement's parameters.
+TENANT, VIEWER = object(), object()
+
+
 @dataclass(frozen=True)
 class Statement:
+    """A rendered statement; the same for every caller of the same query and variables
+    (cached), with the tenant and viewer ids bound per request."""
+
     sql: str
-    params: list[Any]
-    #: Coerced variables (the node limit is computed with them).
-    variables: dict[str, Any]
+    params: tuple[Any, ...]
+    #: The node limit's cost of the operation with these variables.
+    cost: int
+
+    def bind(self, tenant_id: UUID | None, viewer_id: UUID) -> list[Any]:
+        return [tenant_id if p is TENANT else viewer_id if p is VIEWER else p for p in self.params]
 
 
 # --- scalar renderers: SQL expressions over a row alias ---------------------------------
@@ -496,16 +509,14 @@ class _Render:
         schema: GraphQLSchema,
         plan: Plan,
         variables: dict[str, Any],
-        tenant_id: UUID | None,
-        viewer_id: UUID,
+        has_tenant: bool,
     ) -> None:
         self.schema = schema
         self.plan = plan
         self.variables = variables
         self.params = Params()
-        self._viewer_id = viewer_id
         self._viewer: str | None = None
-        self._tenant_id = tenant_id
+        self._has_tenant = has_tenant
         self._tenant: str | None = None
         self._aliases = 0
 
@@ -513,18 +524,18 @@ class _Render:
     def viewer(self) -> str:
         # Bound on first use: an unused parameter has no type PostgreSQL could infer.
         if self._viewer is None:
-            self._viewer = self.params(self._viewer_id, "::uuid")
+            self._viewer = self.params(VIEWER, "::uuid")
         return self._viewer
 
     @property
     def tenant(self) -> str:
         if self._tenant is None:
             self.require_tenant()
-            self._tenant = self.params(self._tenant_id, "::uuid")
+            self._tenant = self.params(TENANT, "::uuid")
         return self._tenant
 
     def require_tenant(self) -> None:
-        if self._tenant_id is None:
+        if not self._has_tenant:
             raise Unsupported("no tenant: the resolvers answer FORBIDDEN")
 
     def alias(self) -> str:
@@ -716,6 +727,9 @@ class Compiler:
         )
         self.cache_size = cache_size
         self._plans: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
+        self._statements: OrderedDict[tuple[str, str | None, str, bool], Statement | None] = (
+            OrderedDict()
+        )
 
     def plan(self, query: str, operation_name: str | None) -> Plan | None:
         """The plan for a query, or None when the resolvers must answer it."""
@@ -803,16 +817,43 @@ class Compiler:
         assert isinstance(found, GraphQLObjectType)
         return found.fields[name].type
 
-    def statement(
+    def prepare(
         self,
-        plan: Plan,
-        raw_variables: dict[str, Any],
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, Any],
         tenant_id: UUID | None,
         viewer_id: UUID,
-    ) -> Statement:
-        """The statement answering ``plan`` for this request. Raises Unsupported (or an
-        ApiError) whenever the resolvers must answer instead, e.g. with an error."""
-        if plan.needs_tenant and tenant_id is None:
+    ) -> tuple[str, list[Any]] | None:
+        """The statement (SQL and parameters) answering this request, or None when the
+        resolvers must answer it: not compilable, or an error to report (bad ids, bad page
+        sizes, variables that do not match, over the node limit, no tenant)."""
+        try:
+            key = (query, operation_name, json.dumps(variables, sort_keys=True), tenant_id is None)
+        except (TypeError, ValueError):
+            return None
+        if key in self._statements:
+            self._statements.move_to_end(key)
+            statement = self._statements[key]
+        else:
+            plan = self.plan(query, operation_name)
+            statement = None
+            if plan is not None:
+                try:
+                    statement = self.statement(plan, variables, tenant_id is not None)
+                except (Unsupported, ApiError):
+                    statement = None
+            self._statements[key] = statement
+            if len(self._statements) > self.cache_size:
+                self._statements.popitem(last=False)
+        if statement is None or statement.cost > self.settings.taskql_max_nodes:
+            return None
+        return statement.sql, statement.bind(tenant_id, viewer_id)
+
+    def statement(self, plan: Plan, raw_variables: dict[str, Any], has_tenant: bool) -> Statement:
+        """Render ``plan`` with these variables. Raises Unsupported (or an ApiError) whenever
+        the resolvers must answer instead."""
+        if plan.needs_tenant and not has_tenant:
             raise Unsupported("no tenant")
         coerced = get_variable_values(
             self.schema, plan.operation.variable_definitions or (), raw_variables
@@ -820,7 +861,7 @@ class Compiler:
         if isinstance(coerced, list):
             raise Unsupported("variables do not match their definitions")
         variables = coerced.coerced
-        render = _Render(self.schema, plan, variables, tenant_id, viewer_id)
+        render = _Render(self.schema, plan, variables, has_tenant)
         fields = render.collect_sets("Query", [plan.operation.selection_set])
         if not fields or len(fields) > MAX_KEYS:
             raise Unsupported("empty or too wide")
@@ -830,4 +871,7 @@ class Compiler:
             value = "'Query'" if name == "__typename" else FIELDS["Query"][name](render, "", nodes)
             parts.append(f"{_literal(key)}, {value}")
         sql = f"SELECT json_build_object({', '.join(parts)})::text"
-        return Statement(sql, render.params.values, variables)
+        cost = node_cost(
+            plan.document, plan.operation.name.value if plan.operation.name else None, variables
+        )
+        return Statement(sql, tuple(render.params.values), cost)

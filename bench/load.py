@@ -211,7 +211,7 @@ async def statements_per_operation(
     return counts
 
 
-def main(duration: int, concurrencies: list[int]) -> None:
+def main(duration: int, concurrencies: list[int], only: list[str] | None = None) -> None:
     wrk = ensure_wrk()
     targets = resolve()
     owner_dsn, server_dsn = targets.require_owner(), targets.require_server()
@@ -254,7 +254,9 @@ def main(duration: int, concurrencies: list[int]) -> None:
                 return path
 
             targets_to_run = [
-                (name, api_port, tree(api), script(name, q)) for name, q in OPERATIONS.items()
+                (name, api_port, tree(api), script(name, q))
+                for name, q in OPERATIONS.items()
+                if not only or any(word in name for word in only)
             ]
             targets_to_run.append(
                 (
@@ -359,10 +361,13 @@ if __name__ == "__main__":
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument(
+        "--only", nargs="+", help="run the operations whose name contains one of these words"
+    )
+    parser.add_argument(
         "--chart-only", action="store_true", help="Redraw the chart from load.json."
     )
     arguments = parser.parse_args()
     if arguments.chart_only:
         chart(json.loads((RESULTS / "load.json").read_text())["rows"])
     else:
-        main(arguments.duration, arguments.concurrency)
+        main(arguments.duration, arguments.concurrency, arguments.only)

@@ -243,7 +243,12 @@ async def test_a_tenant_sees_nothing_of_the_other_through_compiled_queries(
         ('{ search(text: "task", first: 5) { nodes { rank } } }', {}),
         ("{ auditLog(first: 2) { nodes { action } } }", {}),
         ("query($id: ID!) { node(id: $id) { id } }", None),
-        # Invalid documents and limits.
+        # Invalid documents and limits (100 x 100 x 100 nodes is over the node limit).
+        (
+            """query($id: ID!) { project(id: $id) { tasks(first: 100) { nodes { subtasks(first: 100) {
+              nodes { comments(first: 100) { nodes { id } } } } } } } }""",
+            None,
+        ),
         ("{ project { name } }", {}),
         ("{ viewer { user { nope } } }", {}),
     ],
