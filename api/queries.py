@@ -97,8 +97,9 @@ class Query:
 
     @strawberry.field(
         description="Projects and tasks of the current organization matching `text`, best first. "
-        "Tolerates typos in task titles. For very common words, the best of the first 2,000 "
-        "matches per kind are ranked (and counted in totalCount)."
+        "Tolerates typos in task titles when the words themselves match fewer than 50 tasks. "
+        "For very common words, the best of the first 500 matches per kind are ranked (and "
+        "counted in totalCount)."
     )
     async def search(
         self, info: Info, text: str, first: int = 20, after: str | None = None

@@ -22,9 +22,10 @@ from api.settings import Settings
 from db import tables
 from db.tenancy import TenantContext, request_transaction
 from db.uuid7 import uuid7
-from tests.api.world import Org, seed_org
+from tests.api.world import Org
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+Clients = tuple[httpx.AsyncClient, httpx.AsyncClient]
 
 TASK_BITS = """
 fragment TaskBits on Task { id title status priority dueDate completedAt createdAt updatedAt description }"""
@@ -175,7 +176,9 @@ async def both(
     return compiled.json(), reference.json()
 
 
-async def test_corpus_answers_as_the_resolvers_do_for_every_caller(apps, org_a, org_b) -> None:
+async def test_corpus_answers_as_the_resolvers_do_for_every_caller(
+    apps: Clients, org_a: Org, org_b: Org
+) -> None:
     await enrich(org_a)
     await enrich(org_b)
     for query, variables in CORPUS:
@@ -190,7 +193,9 @@ async def test_corpus_answers_as_the_resolvers_do_for_every_caller(apps, org_a, 
                 assert reference["extensions"]["sqlStatements"] >= 2
 
 
-async def test_the_compiled_answer_has_the_data_it_should(apps, org_a, org_b) -> None:
+async def test_the_compiled_answer_has_the_data_it_should(
+    apps: Clients, org_a: Org, org_b: Org
+) -> None:
     await enrich(org_a)
     query, variables = CORPUS[3]
     compiled, _ = await both(apps, query, variables(org_a), org_a.tokens["member"], org_a.slug)
@@ -207,7 +212,7 @@ async def test_the_compiled_answer_has_the_data_it_should(apps, org_a, org_b) ->
 
 
 async def test_a_tenant_sees_nothing_of_the_other_through_compiled_queries(
-    apps, org_a, org_b
+    apps: Clients, org_a: Org, org_b: Org
 ) -> None:
     # org_b's project and task asked for with org_a's tenant: null, as with the resolvers.
     query = "query($p: ID!, $t: ID!) { project(id: $p) { name } task(id: $t) { title } }"
@@ -230,11 +235,11 @@ async def test_a_tenant_sees_nothing_of_the_other_through_compiled_queries(
     ("query", "variables"),
     [
         # Bad ids, bad page sizes, wrong argument combinations: the resolvers' errors.
-        ("{ project(id: \"nope\") { name } }", {}),
+        ('{ project(id: "nope") { name } }', {}),
         ("query($id: ID!) { project(id: $id) { tasks(first: 500) { nodes { id } } } }", None),
         ("query($id: ID!) { project(id: $id) { tasks { nodes { id } } } }", None),
         (
-            "query($id: ID!) { project(id: $id) { tasks(first: 2, after: \"bad\") { nodes { id } } } }",
+            'query($id: ID!) { project(id: $id) { tasks(first: 2, after: "bad") { nodes { id } } } }',
             None,
         ),
         # Variables that do not match their definitions.
@@ -254,7 +259,7 @@ async def test_a_tenant_sees_nothing_of_the_other_through_compiled_queries(
     ],
 )
 async def test_what_is_not_compiled_is_answered_by_the_resolvers(
-    apps, org_a, org_b, query, variables
+    apps: Clients, org_a: Org, org_b: Org, query: str, variables: dict[str, Any] | None
 ) -> None:
     compiled, reference = await both(
         apps,
@@ -270,9 +275,11 @@ async def test_what_is_not_compiled_is_answered_by_the_resolvers(
 
 
 async def test_viewer_queries_need_no_tenant_and_tenant_queries_fall_back_without_one(
-    apps, org_a, org_b
+    apps: Clients, org_a: Org, org_b: Org
 ) -> None:
-    query = "{ viewer { user { email } memberships(first: 5) { nodes { organization { slug } } } } }"
+    query = (
+        "{ viewer { user { email } memberships(first: 5) { nodes { organization { slug } } } } }"
+    )
     compiled, _ = await both(apps, query, {}, org_a.tokens["owner"], None)
     assert compiled["data"]["viewer"]["user"]["email"] == org_a.emails["owner"]
     assert compiled["extensions"]["sqlStatements"] == 2
