@@ -276,6 +276,44 @@ def seed_bulk(
     )
 
 
+#: The compiled statements of the load benchmark's operations (bench/load.py).
+COMPILED_PATHS = {
+    "compiled: main query (50 tasks, assignee, 3 comments + authors)": """query($p: ID!) {
+      project(id: $p) { name tasks(first: 50) { edges { node { id title status priority
+      assignee { id displayName } comments(first: 3) { nodes { id content author { id displayName } } } } } } } }""",
+    "compiled: project tasks by priority with totalCount": """query($p: ID!) { project(id: $p) {
+      tasks(first: 50, orderBy: PRIORITY, direction: DESC) { totalCount nodes { id title priority status } } } }""",
+    "compiled: task detail (ancestors, subtasks, history)": """query($t: ID!) { task(id: $t) {
+      title ancestors { title } subtasks(first: 10) { nodes { title } } history(first: 5) { nodes { action createdAt } } } }""",
+    "compiled: viewer with memberships": """{ viewer { user { email }
+      memberships(first: 10) { nodes { role organization { slug } } } } }""",
+}
+
+
+async def compiled_paths(executor: Any, sample: Any) -> None:
+    """Plan the statements api.compiler renders for the benchmark's operations."""
+    from api.compiler import Compiler
+    from api.ids import to_global_id
+    from api.schema import schema
+
+    compiler = Compiler(schema._schema, get_settings())
+    variables = {
+        "p": to_global_id("Project", sample.project_id),
+        "t": to_global_id("Task", sample.deep_task_id or sample.task_ids[0]),
+    }
+    for name, query in COMPILED_PATHS.items():
+        used = {k: v for k, v in variables.items() if f"${k}" in query}
+        prepared = compiler.prepare(query, None, used, sample.organization_id, sample.user_id)
+        if prepared is None:
+            raise fail(f"{name}: not compiled")
+        sql, params = prepared
+        executor.current = (name, 50.0)
+        try:
+            await executor.fetchval(sql, *params)
+        finally:
+            executor.current = None
+
+
 @app.command("explain")
 @clear_errors
 def explain(
@@ -290,7 +328,9 @@ def explain(
     from db.explain import markdown, report
 
     targets = resolve(get_settings())
-    plans, unused = run(report(targets.require_owner(), targets.require_server()))
+    plans, unused = run(
+        report(targets.require_owner(), targets.require_server(), extra=compiled_paths)
+    )
     output.write_text(markdown(plans, unused, datetime.now(UTC).strftime("%Y-%m-%d")))
     failing = [p for p in plans if p.problems]
     for plan in plans:

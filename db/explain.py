@@ -362,7 +362,14 @@ async def log_in_and_authenticate(connection: asyncpg.Connection, s: Sample) -> 
     return plans
 
 
-async def report(owner_dsn: str, server_dsn: str) -> tuple[list[Plan], list[tuple[str, str]]]:
+#: More statements to plan in the same tenant transaction (the API's compiled queries: the
+#: CLI passes them, as the database layer does not know GraphQL).
+ExtraPaths = Callable[[ExplainingExecutor, Sample], Awaitable[None]]
+
+
+async def report(
+    owner_dsn: str, server_dsn: str, extra: ExtraPaths | None = None
+) -> tuple[list[Plan], list[tuple[str, str]]]:
     """Plans for the largest and the smallest tenant; and the indexes no hot path used."""
     owner = await asyncpg.connect(owner_dsn)
     server = await asyncpg.connect(server_dsn)
@@ -381,6 +388,8 @@ async def report(owner_dsn: str, server_dsn: str) -> tuple[list[Plan], list[tupl
                 await server.execute(SET_CONTEXT_SQL, *context.parameters())
                 executor = ExplainingExecutor(server, label)
                 await hot_paths(executor, sample)
+                if extra is not None:
+                    await extra(executor, sample)
                 plans += executor.plans
             plans += await log_in_and_authenticate(server, sample)
         indexes = await owner.fetch(
