@@ -160,15 +160,23 @@ def _to_one(type_name: str, table: str, column: str) -> Field:
 # --- relations and connections ----------------------------------------------------------
 
 
-def _project_tasks(r: _Render, a: str, nodes: list[FieldNode]) -> str:
-    args = r.args("Project", nodes[0])
-    order = task_order(
+def _page(order: Order, args: dict[str, Any]) -> Page:
+    """The Relay page arguments, validated exactly as the resolvers do (their errors)."""
+    return page_request(
+        order, args.get("first"), args.get("after"), args.get("last"), args.get("before")
+    )
+
+
+def _task_order(args: dict[str, Any]) -> Order:
+    return task_order(
         _member(TaskOrderField, args.get("orderBy"), TaskOrderField.CREATED_AT),
         _member(Direction, args.get("direction"), Direction.ASC),
     )
-    page = page_request(
-        order, args.get("first"), args.get("after"), args.get("last"), args.get("before")
-    )
+
+
+def _project_tasks(r: _Render, a: str, nodes: list[FieldNode]) -> str:
+    args = r.args("Project", nodes[0])
+    page = _page(_task_order(args), args)
     where = _task_filter(args.get("filter")).to_db()
     return r.connection(
         nodes,
@@ -182,13 +190,7 @@ def _project_tasks(r: _Render, a: str, nodes: list[FieldNode]) -> str:
 
 def _subtasks(r: _Render, a: str, nodes: list[FieldNode]) -> str:
     args = r.args("Task", nodes[0])
-    order = task_order(
-        _member(TaskOrderField, args.get("orderBy"), TaskOrderField.CREATED_AT),
-        _member(Direction, args.get("direction"), Direction.ASC),
-    )
-    page = page_request(
-        order, args.get("first"), args.get("after"), args.get("last"), args.get("before")
-    )
+    page = _page(_task_order(args), args)
     return r.connection(
         nodes,
         "Task",
@@ -200,13 +202,7 @@ def _subtasks(r: _Render, a: str, nodes: list[FieldNode]) -> str:
 
 def _comments(r: _Render, a: str, nodes: list[FieldNode]) -> str:
     args = r.args("Task", nodes[0])
-    page = page_request(
-        comments.OLDEST_FIRST,
-        args.get("first"),
-        args.get("after"),
-        args.get("last"),
-        args.get("before"),
-    )
+    page = _page(comments.OLDEST_FIRST, args)
     return r.connection(
         nodes,
         "Comment",
@@ -219,13 +215,7 @@ def _comments(r: _Render, a: str, nodes: list[FieldNode]) -> str:
 
 def _history(r: _Render, a: str, nodes: list[FieldNode]) -> str:
     args = r.args("Task", nodes[0])
-    page = page_request(
-        audit.NEWEST_FIRST,
-        args.get("first"),
-        args.get("after"),
-        args.get("last"),
-        args.get("before"),
-    )
+    page = _page(audit.NEWEST_FIRST, args)
     return r.connection(
         nodes,
         "AuditEntry",
@@ -238,9 +228,7 @@ def _history(r: _Render, a: str, nodes: list[FieldNode]) -> str:
 
 def _members(r: _Render, a: str, nodes: list[FieldNode]) -> str:
     args = r.args("Organization", nodes[0])
-    page = page_request(
-        OLDEST_FIRST, args.get("first"), args.get("after"), args.get("last"), args.get("before")
-    )
+    page = _page(OLDEST_FIRST, args)
     return r.connection(
         nodes,
         "Member",
@@ -257,9 +245,7 @@ def _projects(r: _Render, a: str, nodes: list[FieldNode]) -> str:
     ]
     descending = _member(Direction, args.get("direction"), Direction.DESC) is Direction.DESC
     order = Order(base.key, base.type, descending=descending)
-    page = page_request(
-        order, args.get("first"), args.get("after"), args.get("last"), args.get("before")
-    )
+    page = _page(order, args)
     given = args.get("filter") or {}
     statuses = given.get("status")
     where = projects.ProjectFilter(
@@ -281,9 +267,7 @@ def _projects(r: _Render, a: str, nodes: list[FieldNode]) -> str:
 
 def _memberships(r: _Render, a: str, nodes: list[FieldNode]) -> str:
     args = r.args("Viewer", nodes[0])
-    page = page_request(
-        OLDEST_FIRST, args.get("first"), args.get("after"), args.get("last"), args.get("before")
-    )
+    page = _page(OLDEST_FIRST, args)
     # The viewer's own memberships span tenants (no tenant condition), as in the resolver.
     return r.connection(nodes, "Member", "organization_members", [f"t.user_id = {r.viewer}"], page)
 
