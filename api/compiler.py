@@ -61,7 +61,7 @@ from api.extensions import node_cost
 from api.ids import decode_id
 from api.pagination import page_request
 from api.settings import Settings
-from api.types.audit import NODE_TYPE_OF
+from api.types.audit import NODE_TYPE_OF, AuditEntityType
 from api.types.node import Direction, ProjectStatus, TaskStatus
 from api.types.organizations import PROJECT_ORDERS, ProjectOrderField
 from api.types.projects import TaskFilter, TaskOrderField, task_order
@@ -127,11 +127,7 @@ def _gid(type_name: str) -> Field:
     return lambda r, a, nodes: f"gql_id('{type_name}', {a}.id)"
 
 
-_ENTITY_TYPE_NAMES = {"organization_members": "MEMBER", "task_comments": "COMMENT"}
-_ENTITY_CASE = " ".join(
-    f"WHEN '{table}' THEN '{_ENTITY_TYPE_NAMES.get(table, table.rstrip('s').upper())}'"
-    for table in NODE_TYPE_OF
-)
+_ENTITY_CASE = " ".join(f"WHEN '{e.value}' THEN '{e.name}'" for e in AuditEntityType)
 _ENTITY_NODE_CASE = " ".join(
     f"WHEN '{table}' THEN '{name}'" for table, name in NODE_TYPE_OF.items()
 )
