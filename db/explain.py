@@ -435,7 +435,7 @@ KEPT_FOR = {
     "projects_live_idx": "live projects of a tenant, newest first (200 seeded projects: the planner scans)",
     "sessions_token_hash_key": "unique token hash; the session lookup of every request (few seeded sessions: the planner scans)",
     "users_email_lower_key": "unique e-mail, case-insensitive; log-in lookup (2,000 seeded users: the planner scans)",
-    "tasks_tenant_search_idx": "full-text search inside search_hits() (SECURITY DEFINER: EXPLAIN shows the function, not its plan)",
+    "tasks_tenant_lexemes_idx": "full-text search inside search_hits(), keys per tenant and word (SECURITY DEFINER: EXPLAIN shows the function, not its plan)",
     "tasks_tenant_title_trgm_idx": "typo-tolerant title search inside search_hits() (same)",
 }
 

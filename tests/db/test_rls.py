@@ -224,3 +224,45 @@ async def test_search_hits_answers_only_for_the_transactions_tenant(
         assert tenant.root_task_id in hits
         assert other.root_task_id not in hits
         assert total == len(hits)
+
+
+async def test_search_keys_are_per_tenant_and_keep_the_query_language(
+    server_connection: asyncpg.Connection, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    """search_hits() reads an index whose keys are "<tenant>/<lexeme>" (migration 12): the
+    same words in two tenants never meet, and phrases, negation, "or", prefixes and
+    apostrophes mean what they mean on the task's own search vector."""
+    titles = [
+        "Billing export fails at midnight",
+        "Export the billing report",
+        "O'Brien's billing dashboard",
+        "Midnight deploy of back\\slash",
+    ]
+    queries = [
+        "websearch_to_tsquery('english', 'billing export')",
+        "websearch_to_tsquery('english', '\"billing export\"')",
+        "websearch_to_tsquery('english', 'billing -export')",
+        "websearch_to_tsquery('english', '-\"billing export\" billing')",
+        "websearch_to_tsquery('english', 'deploy or dashboard')",
+        "websearch_to_tsquery('english', 'o''brien''s')",
+        "websearch_to_tsquery('english', 'back\\slash')",
+        "to_tsquery('english', 'bill:* & !midnight')",
+    ]
+    a, b = tenant_a.organization_id, tenant_b.organization_id
+    rows = await server_connection.fetch(
+        f"""
+        SELECT t.title, q.query, q.q @@ to_tsvector('english', t.title) AS plain,
+               search_lexemes($1, to_tsvector('english', t.title)) @@ search_tsquery($1, q.q) AS same,
+               search_lexemes($1, to_tsvector('english', t.title)) @@ search_tsquery($2, q.q) AS other
+        FROM unnest($3::text[]) AS t(title),
+             (VALUES {", ".join(f"({i}, {q})" for i, q in enumerate(queries))}) AS q(query, q)
+        """,
+        a,
+        b,
+        titles,
+    )
+    assert len(rows) == len(titles) * len(queries)
+    assert {r["query"] for r in rows if r["plain"]} == set(range(len(queries)))  # none vacuous
+    for row in rows:
+        assert row["same"] == row["plain"], (row["title"], queries[row["query"]])
+        assert row["other"] is False, (row["title"], queries[row["query"]])
