@@ -20,7 +20,7 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.types import ExecutionResult
 
-from api.auth import SCOPE_KEY, Auth
+from api.auth import SCOPE_KEY, TRANSACTION_KEY, Auth
 from api.compiler import Compiler
 from api.context import Context
 from api.errors import INTERNAL_SERVER_ERROR, error_body
@@ -32,7 +32,7 @@ from api.settings import Settings, get_settings
 from db.engine import DB
 from db.errors import DatabaseError
 from db.targets import resolve
-from db.tenancy import request_transaction
+from db.tenancy import OpenTransaction, request_transaction
 
 _log = logging.getLogger("taskql")
 
@@ -142,15 +142,26 @@ class TaskqlGraphQL(GraphQL[Context, None]):
         if prepared is None:
             return None
         sql, params = prepared
+        opened: OpenTransaction | None = request.scope.get(TRANSACTION_KEY)
         try:
-            async with request_transaction(operation_context(auth, self.settings)) as (_, executor):
+            if opened is not None and opened.open:
+                executor = opened.executor
                 text = await executor.fetchval(sql, *params)
+                await opened.commit()
+            else:
+                async with request_transaction(operation_context(auth, self.settings)) as (
+                    _,
+                    executor,
+                ):
+                    text = await executor.fetchval(sql, *params)
         except asyncpg.PostgresError as exc:
             # What the resolvers answer for a failed statement: masked, logged with the id.
             _log.error("compiled query failed [request %s]: %s", auth.request_id, exc)
             body = error_body(INTERNAL_SERVER_ERROR, "Unexpected error.", requestId=auth.request_id)
             return Response(body, media_type="application/json")
         except (DatabaseError, OSError, asyncpg.InterfaceError):
+            if opened is not None:
+                await opened.close()
             return None  # pool or connection trouble: the resolver path reports it
         extensions = ""
         if self.settings.taskql_sql_stats:
@@ -253,6 +264,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
         ],
-        middleware=[Middleware(TaskqlMiddleware, max_body_bytes=settings.taskql_max_body_bytes)],
+        middleware=[
+            Middleware(
+                TaskqlMiddleware,
+                max_body_bytes=settings.taskql_max_body_bytes,
+                statement_timeout_ms=settings.taskql_request_statement_timeout_ms,
+            )
+        ],
         lifespan=lifespan,
     )

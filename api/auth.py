@@ -44,3 +44,6 @@ current_auth: contextvars.ContextVar[Auth | None] = contextvars.ContextVar(
     "taskql_auth", default=None
 )
 SCOPE_KEY = "taskql.auth"
+#: The request's open transaction (``db.tenancy.OpenTransaction``), begun by the middleware
+#: with the caller authenticated; the operation runs and ends in it.
+TRANSACTION_KEY = "taskql.transaction"

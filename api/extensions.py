@@ -23,10 +23,10 @@ from graphql import (
 from strawberry.extensions import SchemaExtension
 
 from api import errors
-from api.auth import Auth
+from api.auth import TRANSACTION_KEY, Auth
 from api.context import Context
 from api.settings import Settings
-from db.tenancy import TenantContext, request_transaction
+from db.tenancy import OpenTransaction, TenantContext, request_transaction
 
 _log = logging.getLogger("taskql.graphql")
 
@@ -51,14 +51,31 @@ class OperationTransaction(SchemaExtension):
 
     async def on_execute(self) -> AsyncIterator[None]:
         context: Context = self.execution_context.context
+        opened: OpenTransaction | None = context.request.scope.get(TRANSACTION_KEY)
+        if opened is not None and opened.open:
+            # Begun by the middleware, whose first statement authenticated the caller.
+            context.executor = opened.executor
+            try:
+                yield
+            except BaseException:
+                await opened.close()
+                raise
+            if self._failed(context):
+                await opened.rollback()
+            else:
+                await opened.commit()
+            return
         tenant_context = operation_context(context.auth, context.settings)
         async with request_transaction(tenant_context) as (transaction, executor):
             context.transaction = transaction
             context.executor = executor
             yield
-            result = self.execution_context.result
-            if context.failed or (result is not None and result.errors):
+            if self._failed(context):
                 await transaction.rollback()  # type: ignore[no-untyped-call]
+
+    def _failed(self, context: Context) -> bool:
+        result = self.execution_context.result
+        return context.failed or (result is not None and bool(result.errors))
 
 
 def coded_errors(errors_: list[GraphQLError], request_id: str | None) -> list[GraphQLError]:

@@ -1,9 +1,12 @@
 """Pure-ASGI middleware: request id, body-size limit, authentication and tenant resolution.
 
-Authentication and the tenant check cost ONE statement (``app_authenticate``), run on a
-pooled connection outside any transaction, before GraphQL executes. An unknown or expired
-token is a 401, a tenant the caller is not a member of a 403: the request never reaches the
-database as that tenant.
+With a token, the middleware reads the (bounded) body, then opens the request's transaction
+on one pooled connection: its first statement, ``app_begin_request``, authenticates the
+token, checks the membership in the named tenant and sets the tenant context, all in one
+round trip. The operation then runs in that same transaction (``api.app``, the transaction
+extension), which ends before the response is written. An unknown or expired token is a 401,
+a tenant the caller is not a member of a 403: the transaction is rolled back and the request
+never reaches the database as that tenant.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ import asyncpg
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import SCOPE_KEY, Auth, Tenant, Viewer, current_auth
+from api.auth import SCOPE_KEY, TRANSACTION_KEY, Auth, Tenant, Viewer, current_auth
 from api.errors import BAD_USER_INPUT, FORBIDDEN, UNAUTHENTICATED, BadUserInput, error_body
 from api.ids import from_global_id
-from db.engine import DB
 from db.errors import DatabaseError
-from db.queries import users
+from db.queries.users import token_hash
+from db.tenancy import OpenTransaction, TenantContext, begin_request
 
 _log = logging.getLogger("taskql.request")
 
@@ -32,11 +35,16 @@ class BodyTooLarge(Exception):
 
 class TaskqlMiddleware:
     def __init__(
-        self, app: ASGIApp, max_body_bytes: int = 1_000_000, paths: tuple[str, ...] = ("/graphql",)
+        self,
+        app: ASGIApp,
+        max_body_bytes: int = 1_000_000,
+        paths: tuple[str, ...] = ("/graphql",),
+        statement_timeout_ms: int | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.paths = paths
+        self.statement_timeout_ms = statement_timeout_ms
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"] not in self.paths:
@@ -82,27 +90,52 @@ class TaskqlMiddleware:
                 request_id,
             )
             return
+        opened: OpenTransaction | None = None
         if token is not None:
+            if scope["type"] == "http":
+                # The whole body first: a slow client must not hold a pooled connection.
+                try:
+                    receive = await _buffered(receive, self.max_body_bytes)
+                except BodyTooLarge:
+                    await _reject(
+                        send,
+                        413,
+                        BAD_USER_INPUT,
+                        f"request body over {self.max_body_bytes} bytes",
+                        request_id,
+                    )
+                    return
+                except ClientDisconnect:
+                    _log.info("client went away before sending its whole request [%s]", request_id)
+                    return
             org_id, org_slug = _organization_ref(organization)
+            context = TenantContext(
+                request_id=request_id,
+                client_ip=auth.client_ip,
+                user_agent=auth.user_agent,
+                statement_timeout_ms=self.statement_timeout_ms,
+            )
             try:
-                row = await users.authenticate(_pool(), token, org_id, org_slug)
-            except DatabaseError as exc:
+                opened, row = await begin_request(token_hash(token), org_id, org_slug, context)
+            except (DatabaseError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 _log.error("authentication failed [%s]: %s", request_id, exc)
                 await _reject(
                     send, 503, "INTERNAL_SERVER_ERROR", "database unavailable", request_id
                 )
                 return
             if row is None:
+                await opened.close()
                 await _reject(send, 401, UNAUTHENTICATED, "invalid or expired token", request_id)
                 return
+            if organization is not None and row["organization_id"] is None:
+                await opened.close()
+                await _reject(send, 403, FORBIDDEN, "not a member of this organization", request_id)
+                return
+            if scope["type"] != "http":
+                await opened.close()  # a WebSocket (refused downstream) keeps no transaction
             viewer = Viewer(row["user_id"], row["email"], row["display_name"], row["session_id"])
             tenant = None
             if organization is not None:
-                if row["organization_id"] is None:
-                    await _reject(
-                        send, 403, FORBIDDEN, "not a member of this organization", request_id
-                    )
-                    return
                 tenant = Tenant(
                     row["organization_id"],
                     row["organization_slug"],
@@ -110,6 +143,8 @@ class TaskqlMiddleware:
                     row["role"],
                 )
             auth = Auth(request_id, auth.client_ip, auth.user_agent, viewer, tenant)
+            if opened.open:
+                scope[TRANSACTION_KEY] = opened
 
         scope[SCOPE_KEY] = auth
         token_var = current_auth.set(auth)
@@ -129,12 +164,8 @@ class TaskqlMiddleware:
             _log.info("client went away before sending its whole request [%s]", request_id)
         finally:
             current_auth.reset(token_var)
-
-
-def _pool() -> asyncpg.Pool:
-    if DB.pool is None:
-        raise DatabaseError("the connection pool is not open")
-    return DB.pool
+            if opened is not None:
+                await opened.close()
 
 
 def _request_id(given: str | None) -> str:
@@ -192,6 +223,33 @@ async def _reject(send: Send, status: int, code: str, message: str, request_id: 
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def _buffered(receive: Receive, limit: int) -> Receive:
+    """Read the whole body (at most ``limit`` bytes), then replay it to the application."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def _limited(receive: Receive, limit: int) -> Receive:

@@ -7,13 +7,17 @@ Row-level security policies and the audit trigger read these settings.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from uuid import UUID
 
+import asyncpg
+
 from db.engine import DB, Engine, Transaction
+from db.errors import DatabaseError, PoolTimeoutError
 from db.executor import Executor
 
 ROLES = ("owner", "admin", "member", "viewer")
@@ -103,3 +107,97 @@ async def request_transaction(
     """A tenant transaction plus the executor its statements must go through."""
     async with tenant_transaction(context, engine) as transaction:
         yield transaction, Executor(transaction.connection, statements=1)
+
+
+#: One statement: authenticate the session token, check the membership in the named tenant,
+#: and set the same transaction-local settings as SET_CONTEXT_SQL (migration 13).
+BEGIN_REQUEST_SQL = "SELECT * FROM app_begin_request($1, $2, $3, $4, $5, $6, $7)"
+
+
+class OpenTransaction:
+    """A request's transaction on one pooled connection, opened before GraphQL runs.
+
+    The code that runs the operation ends it with ``commit()`` or ``rollback()`` (both also
+    return the connection to the pool, before the response is written); the opener ends it
+    with ``close()`` whatever happened, which rolls back a transaction nobody ended.
+    """
+
+    __slots__ = ("_pool", "_transaction", "connection", "executor")
+
+    def __init__(self, pool: asyncpg.Pool, connection: asyncpg.Connection) -> None:
+        self._pool = pool
+        self.connection: asyncpg.Connection | None = connection
+        self._transaction = connection.transaction()
+        self.executor = Executor(connection, statements=1)
+
+    @property
+    def open(self) -> bool:
+        return self.connection is not None
+
+    async def commit(self) -> None:
+        await self._end(commit=True)
+
+    async def rollback(self) -> None:
+        await self._end(commit=False)
+
+    async def close(self) -> None:
+        """End it if nobody did (rollback), never raising: this is clean-up."""
+        if self.open:
+            with contextlib.suppress(Exception):
+                await self._end(commit=False)
+
+    async def _end(self, commit: bool) -> None:
+        connection, self.connection = self.connection, None
+        if connection is None:
+            raise RuntimeError("the request's transaction has already ended")
+        try:
+            if commit:
+                await self._transaction.commit()
+            elif connection.is_in_transaction():
+                await self._transaction.rollback()
+        finally:
+            # The pool's reset rolls back whatever a failed COMMIT left open.
+            await self._pool.release(connection)
+
+
+async def begin_request(
+    token_hash: bytes,
+    organization_id: UUID | None,
+    organization_slug: str | None,
+    context: TenantContext,
+    engine: Engine = DB,
+) -> tuple[OpenTransaction, asyncpg.Record | None]:
+    """Open a request's transaction whose first statement authenticates the caller and, for a
+    live session, applies its context (``context`` gives the request id, client, user agent
+    and statement timeout; the user, tenant and role come from the database).
+
+    The row: None for no live session; ``organization_id`` None when the caller is not a
+    member of the named tenant (then no tenant is set). The caller must ``close()`` it.
+    """
+    if engine.pool is None:
+        raise DatabaseError("the connection pool is not open")
+    try:
+        connection = await engine.pool.acquire(timeout=engine.acquire_timeout)
+    except TimeoutError:
+        raise PoolTimeoutError(
+            f"no database connection free within {engine.acquire_timeout:g} s "
+            f"(pool max size {engine.pool.get_max_size()})"
+        ) from None
+    opened = OpenTransaction(engine.pool, connection)
+    try:
+        await opened._transaction.start()
+        _, _, _, request_id, client_ip, user_agent, timeout = context.parameters()
+        row = await connection.fetchrow(
+            BEGIN_REQUEST_SQL,
+            token_hash,
+            organization_id,
+            organization_slug,
+            request_id,
+            client_ip,
+            user_agent,
+            timeout,
+        )
+    except BaseException:
+        await opened.close()
+        raise
+    return opened, row

@@ -17,22 +17,6 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-async def authenticate(
-    connection: asyncpg.Connection | asyncpg.Pool,
-    token: str,
-    organization_id: UUID | None,
-    organization_slug: str | None,
-) -> asyncpg.Record | None:
-    """The session's user and, if a tenant is named, the user's membership in it: one
-    statement, outside any transaction (its settings end with it). None: no live session."""
-    return await connection.fetchrow(
-        "SELECT * FROM app_authenticate($1, $2, $3)",
-        token_hash(token),
-        organization_id,
-        organization_slug,
-    )
-
-
 async def by_ids(executor: Executor, ids: Sequence[UUID]) -> list[asyncpg.Record]:
     return await executor.fetch(
         "SELECT id, email, display_name, created_at FROM users WHERE id = ANY($1::uuid[])",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 
 from api.settings import Settings
-from db.tenancy import TenantContext, request_transaction
+from db.queries.users import token_hash
+from db.tenancy import TenantContext, begin_request, request_transaction
 from db.uuid7 import uuid7
 from tests.api.conftest import Api
 from tests.api.world import Org
@@ -219,3 +221,82 @@ async def test_without_a_tenant_only_tenant_free_fields_work(api: Api, org_a: Or
     assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN"
     anonymous = await api("query($id: ID!) { project(id: $id) { name } }", {"id": org_a.project})
     assert anonymous["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_one_statement_authenticates_and_sets_the_context(
+    pool: asyncpg.Pool, org_a: Org, org_b: Org
+) -> None:
+    """app_begin_request() (the first statement of every authenticated request) sets the
+    tenant, user and role from the database, or nothing for a bad token or a foreign tenant."""
+    settings = (
+        "app.organization_id",
+        "app.user_id",
+        "app.role",
+        "app.request_id",
+        "app.client_ip",
+        "app.user_agent",
+    )
+    context = TenantContext(
+        request_id="req-1", client_ip="203.0.113.9", user_agent="probe", statement_timeout_ms=1234
+    )
+
+    async def begin(token: str, org: Org | None) -> tuple[asyncpg.Record | None, dict[str, str]]:
+        opened, row = await begin_request(token_hash(token), org.id if org else None, None, context)
+        try:
+            assert opened.connection is not None
+            values = {
+                name: await opened.connection.fetchval("SELECT current_setting($1, true)", name)
+                for name in (*settings, "statement_timeout")
+            }
+        finally:
+            await opened.close()
+        return row, values
+
+    for org, other in ((org_a, org_b), (org_b, org_a)):
+        row, values = await begin(org.tokens["admin"], org)
+        assert row is not None
+        assert row["organization_id"] == org.id
+        assert row["role"] == "admin"
+        assert values == {
+            "app.organization_id": str(org.id),
+            "app.user_id": str(org.users["admin"]),
+            "app.role": "admin",
+            "app.request_id": "req-1",
+            "app.client_ip": "203.0.113.9",
+            "app.user_agent": "probe",
+            "statement_timeout": "1234ms",
+        }
+        foreign, values = await begin(org.tokens["admin"], other)
+        assert foreign is not None
+        assert foreign["organization_id"] is None
+        assert values["app.organization_id"] == ""
+        assert values["app.role"] == ""
+    nobody, values = await begin("not-a-real-token", org_a)
+    assert nobody is None
+    assert all(values[name] in ("", None) for name in settings)
+
+
+async def test_every_request_gives_its_connection_back_whatever_the_outcome(
+    api: Api, pool: asyncpg.Pool, org_a: Org, org_b: Org
+) -> None:
+    """The middleware opens the transaction; compiled queries, resolvers, refusals, errors
+    and failed mutations all end it, and the connection returns to the pool."""
+    outcomes = [
+        ("{ organization { name } }", org_a, "viewer", None),  # compiled
+        ('{ search(text: "task", first: 3) { totalCount } }', org_b, "viewer", None),  # resolvers
+        ("{ organization { nope } }", org_a, "viewer", None),  # validation error
+        ("{ organization { name", org_a, "viewer", None),  # syntax error
+        (
+            'mutation { createProject(input: {name: ""}) { errors { code } } }',
+            org_a,
+            "viewer",
+            None,
+        ),  # forbidden mutation
+        ("{ organization { name } }", org_a, "owner", org_b.slug),  # 403
+    ]
+    for query, org, role, tenant in outcomes:
+        response = await api.post(query, token=org.tokens[role], org=tenant or org.slug)
+        assert response.status_code in (200, 403), response.text
+    response = await api.post("{ viewer { user { id } } }", token="not-a-real-token")
+    assert response.status_code == 401
+    assert pool.get_idle_size() == pool.get_size()
