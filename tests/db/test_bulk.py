@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from db.bulk import SeedSpec, seed
+from db.bulk import REBUILT, SeedSpec, secondary_indexes, seed
 from db.explain import markdown, report
 from tests.conftest import ScratchDatabase
 
@@ -36,10 +36,22 @@ async def fingerprint(owner_dsn: str) -> tuple[int, int, str]:
     return row["tasks"], row["comments"], row["digest"]
 
 
+async def index_definitions(owner_dsn: str) -> list[tuple[str, str]]:
+    connection = await asyncpg.connect(owner_dsn)
+    try:
+        return await secondary_indexes(connection, REBUILT)
+    finally:
+        await connection.close()
+
+
 async def test_the_same_seed_loads_the_same_data(
     test_database: ScratchDatabase, pool: asyncpg.Pool
 ) -> None:
+    indexes = await index_definitions(test_database.owner_dsn)
+    assert "tasks_tenant_lexemes_idx" in dict(indexes)
     first = await seed(test_database.owner_dsn, SMALL, show_progress=False)
+    # The load drops the secondary indexes and builds them again, exactly as they were.
+    assert await index_definitions(test_database.owner_dsn) == indexes
     assert first.counts["tasks"] > 0
     assert first.counts["task_comments"] > 0
     assert first.counts["audit_logs"] == first.counts["tasks"]
