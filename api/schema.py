@@ -6,6 +6,7 @@ from pathlib import Path
 
 import strawberry
 from strawberry.extensions import (
+    AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
@@ -37,6 +38,14 @@ Mutation = merge_types(
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or get_settings()
+    # The depth and alias limits are validation rules. Built ONCE: QueryDepthLimiter and
+    # MaxAliasesLimiter create new rule classes per instance, and the validation cache is
+    # keyed by the rules too, so a limiter made per request made every validation a miss
+    # (3 ms a request for search, and a cache filling with one entry per request).
+    limits = [
+        *QueryDepthLimiter(max_depth=settings.taskql_max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=settings.taskql_max_aliases).validation_rules,
+    ]
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
@@ -46,8 +55,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
             # (the node limit depends on variables, so it is checked at execution instead).
             lambda: ParserCache(maxsize=1000),
             lambda: ValidationCache(maxsize=1000),
-            lambda: QueryDepthLimiter(max_depth=settings.taskql_max_depth),
-            lambda: MaxAliasesLimiter(max_alias_count=settings.taskql_max_aliases),
+            lambda: AddValidationRules(limits),
             lambda: MaxTokensLimiter(max_token_count=settings.taskql_max_tokens),
             lambda: NodeLimit(settings.taskql_max_nodes),  # before the transaction opens
             OperationTransaction,

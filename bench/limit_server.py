@@ -1,6 +1,6 @@
 """The limit: the main query's data from ONE hand-written SQL statement per request, through
 asyncpg, with the tenant set in a transaction, served over HTTP by the same uvicorn. What no
-GraphQL server on PostgreSQL can beat. Configured by LIMIT_DSN, LIMIT_ORG, LIMIT_PROJECT."""
+GraphQL server on PostgreSQL can beat. Configured by LIMIT_DSN, LIMIT_ORG, LIMIT_PROJECT (and LIMIT_POOL_SIZE)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ pool: asyncpg.Pool | None = None
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     global pool
-    pool = await asyncpg.create_pool(os.environ["LIMIT_DSN"], min_size=2, max_size=10)
+    size = int(os.environ.get("LIMIT_POOL_SIZE", "10"))
+    pool = await asyncpg.create_pool(os.environ["LIMIT_DSN"], min_size=2, max_size=size)
     yield
     await pool.close()
 

@@ -171,3 +171,19 @@ async def test_a_client_that_goes_away_mid_body_is_not_a_server_error(
     await app(scope, receive, send)  # type: ignore[arg-type]
     assert sent == []
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_the_same_document_is_validated_once(api: Api, org_a: Org) -> None:
+    """Validation (with the depth and alias limits) is cached per document: a limiter built
+    per request would give the cache new rule classes, and every request would miss."""
+    from strawberry.extensions.validation_cache import _get_validate_cache
+
+    cache = _get_validate_cache(1000)
+    query = '{ search(text: "validated once", first: 3) { totalCount } }'
+    await api(query, as_=(org_a, "viewer"))
+    before = cache.cache_info()
+    for _ in range(3):
+        await api(query, as_=(org_a, "viewer"))
+    after = cache.cache_info()
+    assert after.misses == before.misses
+    assert after.hits == before.hits + 3
