@@ -4,6 +4,7 @@ malformed requests get a clear error with a code, never a 500."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -178,7 +179,7 @@ async def test_the_same_document_is_validated_once(api: Api, org_a: Org) -> None
     per request would give the cache new rule classes, and every request would miss."""
     from strawberry.extensions.validation_cache import _get_validate_cache
 
-    cache = _get_validate_cache(1000)
+    cache: Any = _get_validate_cache(1000)  # a functools.lru_cache wrapper
     query = '{ search(text: "validated once", first: 3) { totalCount } }'
     await api(query, as_=(org_a, "viewer"))
     before = cache.cache_info()
