@@ -98,8 +98,9 @@ class Query:
     @strawberry.field(
         description="Projects and tasks of the current organization matching `text`, best first. "
         "Tolerates typos in task titles when the words themselves match fewer than 50 tasks. "
-        "For very common words, the best of the first 500 matches per kind are ranked (and "
-        "counted in totalCount)."
+        "When the words are in more than about 1,600 tasks, a fixed sample of a sixteenth of "
+        "them is ranked; at most 500 candidates per kind are ranked (and counted in "
+        "totalCount)."
     )
     async def search(
         self, info: Info, text: str, first: int = 20, after: str | None = None

@@ -229,9 +229,10 @@ async def test_search_hits_answers_only_for_the_transactions_tenant(
 async def test_search_keys_are_per_tenant_and_keep_the_query_language(
     server_connection: asyncpg.Connection, tenant_a: Tenant, tenant_b: Tenant
 ) -> None:
-    """search_hits() reads an index whose keys are "<tenant>/<lexeme>" (migration 12): the
-    same words in two tenants never meet, and phrases, negation, "or", prefixes and
-    apostrophes mean what they mean on the task's own search vector."""
+    """search_hits() reads an index whose keys are "<tenant>/<bucket>/<lexeme>" (migration
+    12): the same words in two tenants never meet, and phrases, negation, "or", prefixes and
+    apostrophes mean what they mean on the task's own search vector, in the task's own
+    bucket and over all buckets."""
     titles = [
         "Billing export fails at midnight",
         "Export the billing report",
@@ -252,17 +253,57 @@ async def test_search_keys_are_per_tenant_and_keep_the_query_language(
     rows = await server_connection.fetch(
         f"""
         SELECT t.title, q.query, q.q @@ to_tsvector('english', t.title) AS plain,
-               search_lexemes($1, to_tsvector('english', t.title)) @@ search_tsquery($1, q.q) AS same,
-               search_lexemes($1, to_tsvector('english', t.title)) @@ search_tsquery($2, q.q) AS other
-        FROM unnest($3::text[]) AS t(title),
+               search_lexemes($1, t.id, to_tsvector('english', t.title))
+                   @@ search_tsquery($1, right(t.id::text, 1), q.q) AS own_bucket,
+               search_lexemes($1, t.id, to_tsvector('english', t.title))
+                   @@ search_tsquery_all($1, q.q) AS all_buckets,
+               search_lexemes($1, t.id, to_tsvector('english', t.title))
+                   @@ search_tsquery_all($2, q.q) AS other_tenant
+        FROM unnest($3::text[], $4::uuid[]) AS t(title, id),
              (VALUES {", ".join(f"({i}, {q})" for i, q in enumerate(queries))}) AS q(query, q)
         """,
         a,
         b,
         titles,
+        [uuid7() for _ in titles],
     )
     assert len(rows) == len(titles) * len(queries)
     assert {r["query"] for r in rows if r["plain"]} == set(range(len(queries)))  # none vacuous
     for row in rows:
-        assert row["same"] == row["plain"], (row["title"], queries[row["query"]])
-        assert row["other"] is False, (row["title"], queries[row["query"]])
+        where = (row["title"], queries[row["query"]])
+        assert row["own_bucket"] == row["plain"], where
+        assert row["all_buckets"] == row["plain"], where
+        assert row["other_tenant"] is False, where
+
+
+async def test_common_words_rank_a_sample_and_rare_words_every_match(
+    tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    """Words in many of a tenant's tasks: search_hits() ranks the tasks of sample bucket 0
+    (the last hex digit of the id); words in few: every match. Never another tenant's."""
+    async with tenant_transaction(tenant_a.context()) as tx:
+        await tx.connection.execute(
+            "INSERT INTO tasks (organization_id, project_id, title, created_by) "
+            "SELECT $1, $2, 'Quarterly ledger ' || i || CASE WHEN i % 400 = 0 THEN ' audit' "
+            "ELSE '' END, $3 FROM generate_series(1, 3200) AS i",
+            tenant_a.organization_id,
+            tenant_a.project_id,
+            tenant_a.owner_id,
+        )
+        common = await tx.connection.fetch(
+            "SELECT id FROM search_hits('quarterly ledger', 1000, NULL, NULL) WHERE kind = 'task'"
+        )
+        rare = await tx.connection.fetch(
+            "SELECT id FROM search_hits('ledger audit', 1000, NULL, NULL) WHERE kind = 'task'"
+        )
+    assert 100 <= len(common) <= 500  # about 3200 / 16
+    assert {str(r["id"])[-1] for r in common} == {"0"}
+    assert len(rare) == 8
+    assert len({str(r["id"])[-1] for r in rare}) > 1
+    async with tenant_transaction(tenant_b.context()) as tx:
+        assert (
+            await tx.connection.fetch(
+                "SELECT id FROM search_hits('quarterly ledger', 1000, NULL, NULL)"
+            )
+            == []
+        )
