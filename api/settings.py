@@ -43,7 +43,7 @@ class Settings(DatabaseSettings):
     taskql_compiled_queries: bool = True
     #: Garbage collector generation-0 threshold for server processes (Python's default is
     #: 2,000); 0 leaves the collector alone. See docs/performance.md.
-    taskql_gc_threshold: int = Field(default=100_000, ge=0)
+    taskql_gc_threshold: int = Field(default=5_000, ge=0)
 
 
 @lru_cache(maxsize=1)
