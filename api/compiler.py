@@ -7,11 +7,12 @@ Hasura do), run as the server role inside the request's tenant transaction, so r
 security applies to every row exactly as it does to the resolvers' statements. PostgreSQL
 returns the response's ``data`` as text and Python never builds the objects.
 
-What is compiled: query operations over viewer, organization, project, task and the types
-reachable from them (users, members, projects, tasks, comments, audit entries), their
-connections (every ordering, filter, cursor and direction), ``ancestors``,
-``taskCountsByStatus``, fragments, aliases, ``__typename``, ``@skip``/``@include``.
-Anything else — mutations, ``node``, ``search``, ``auditLog``, comment history — and any
+What is compiled: query operations over viewer, organization, project, task, search and the
+types reachable from them (users, members, projects, tasks, comments, audit entries, search
+hits and their union of projects and tasks), their connections (every ordering, filter,
+cursor and direction), ``ancestors``, ``taskCountsByStatus``, fragments, aliases,
+``__typename``, ``@skip``/``@include``.
+Anything else — mutations, ``node``, ``auditLog``, comment history — and any
 request the resolvers would answer with an error (bad ids, bad page sizes, missing tenant,
 over the node limit, invalid documents) goes to the resolvers, which give the reference
 answer. ``tests/api/test_compiled.py`` runs a corpus of queries both ways and requires equal
@@ -59,7 +60,7 @@ from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 from api.errors import ApiError
 from api.extensions import node_cost
 from api.ids import decode_id
-from api.pagination import page_request
+from api.pagination import MAX_PAGE, decode_cursor, page_request
 from api.settings import Settings
 from api.types.audit import NODE_TYPE_OF, AuditEntityType
 from api.types.node import Direction, ProjectStatus, TaskStatus
@@ -338,13 +339,82 @@ def _organization(r: _Render, a: str, nodes: list[FieldNode]) -> str:
     )
 
 
+#: search_hits() rows, best first (the cursor's key is the rank as text).
+SEARCH_ORDER = Order("t.rank", "real", descending=True)
+
+
+def _search(r: _Render, a: str, nodes: list[FieldNode]) -> str:
+    """Query.search: the hits of ``search_hits()`` (which takes the tenant from the
+    transaction, as for the resolver), those whose node is visible, paged like the resolver's
+    connection; totalCount from ``search_count()``."""
+    r.require_tenant()
+    args = r.args("Query", nodes[0])
+    first = args.get("first", 20)
+    text = str(args["text"]).strip()
+    if not 1 <= first <= MAX_PAGE or not 1 <= len(text) <= 200:
+        raise Unsupported("the resolver reports the bad argument")
+    cursor = decode_cursor(args["after"]) if args.get("after") else None
+    try:
+        after_rank = float(cursor[0]) if cursor is not None else None
+    except ValueError:
+        raise Unsupported("a cursor that is not a search cursor") from None
+    p = r.params
+    words = p(text, "::text")
+    hits = (
+        f"(SELECT h.kind, h.id, h.rank FROM search_hits({words}, {p(first + 1, '::integer')}, "
+        f"{p(after_rank, '::real')}, {p(cursor[1] if cursor else None, '::uuid')}) AS h)"
+    )
+    visible = (
+        f"((t.kind = 'task' AND EXISTS (SELECT FROM tasks AS v "
+        f"WHERE v.organization_id = {r.tenant} AND v.id = t.id)) "
+        f"OR (t.kind = 'project' AND EXISTS (SELECT FROM projects AS v "
+        f"WHERE v.organization_id = {r.tenant} AND v.id = t.id)))"
+    )
+    return r.connection(
+        nodes,
+        "SearchHit",
+        hits,
+        [visible],
+        Page(first, SEARCH_ORDER, cursor),
+        count=f"search_count({words})",
+    )
+
+
+def _search_node(r: _Render, a: str, nodes: list[FieldNode]) -> str:
+    """SearchHit.node: the Task or Project the hit names (the union's members)."""
+    task, project = r.alias(), r.alias()
+    return (
+        f"(CASE {a}.kind WHEN 'task' THEN (SELECT {r.object('Task', task, nodes)} "
+        f"FROM tasks AS {task} WHERE {task}.organization_id = {r.tenant} AND {task}.id = {a}.id) "
+        f"WHEN 'project' THEN (SELECT {r.object('Project', project, nodes)} "
+        f"FROM projects AS {project} "
+        f"WHERE {project}.organization_id = {r.tenant} AND {project}.id = {a}.id) END)"
+    )
+
+
+def _float(column: str) -> Field:
+    """A Float as Python's json writes it: the shortest repr, and ``2.0`` for an integral
+    value (PostgreSQL would write ``2``)."""
+
+    def render(r: _Render, a: str, nodes: list[FieldNode]) -> str:
+        v = f"{a}.{column}::float8"
+        return (
+            f"(CASE WHEN {v} = trunc({v}) AND abs({v}) < 1e16 "
+            f"THEN trunc({v})::bigint::text || '.0' ELSE {v}::text END)::json"
+        )
+
+    return render
+
+
 FIELDS: dict[str, dict[str, Field]] = {
     "Query": {
         "viewer": _viewer,
         "organization": _organization,
         "project": _by_id("Project", "projects"),
         "task": _by_id("Task", "tasks"),
+        "search": _search,
     },
+    "SearchHit": {"rank": _float("rank"), "node": _search_node},
     "Viewer": {"user": _viewer_user, "memberships": _memberships},
     "User": {
         "id": _gid("User"),
@@ -432,12 +502,14 @@ FIELDS: dict[str, dict[str, Field]] = {
 #: Connection and edge types: their fields are rendered by ``_Render.connection``.
 CONNECTIONS = {
     f"{node}{suffix}": node
-    for node in ("Task", "Comment", "AuditEntry", "Member", "Project")
+    for node in ("Task", "Comment", "AuditEntry", "Member", "Project", "SearchHit")
     for suffix in ("Connection", "Edge")
 }
 CONNECTION_FIELDS = {"edges", "nodes", "pageInfo", "totalCount"}
 EDGE_FIELDS = {"cursor", "node"}
 PAGE_INFO_FIELDS = {"hasNextPage", "hasPreviousPage", "startCursor", "endCursor"}
+#: Union types and their members (a fragment on the union applies to each member).
+UNION_MEMBERS = {"SearchResult": ("Project", "Task")}
 #: Root fields that read only the viewer's own rows.
 VIEWER_ONLY = {"viewer"}
 #: json_build_object takes at most 100 arguments.
@@ -608,9 +680,11 @@ class _Render:
         conditions: list[str],
         page: Page,
         where: Filter = no_filter,
+        count: str | None = None,
     ) -> str:
         """A Relay connection: one keyset page (``size + 1`` rows, the extra one says whether
-        there is more), aggregated into edges/nodes/pageInfo, and the count if asked."""
+        there is more), aggregated into edges/nodes/pageInfo, and the count if asked
+        (``count``: an expression for it, instead of counting ``table``'s rows)."""
         p = self.params
         order = page.fetch_order
         all_conditions = [*conditions, *where(p)]
@@ -631,7 +705,9 @@ class _Render:
             if name == "__typename":
                 value = f"'{node_type}Connection'"
             elif name == "totalCount":
-                value = f"(SELECT count(*) FROM {table} AS t WHERE {' AND '.join(all_conditions)})"
+                value = count or (
+                    f"(SELECT count(*) FROM {table} AS t WHERE {' AND '.join(all_conditions)})"
+                )
             elif name == "nodes":
                 obj = self.object(node_type, c, field_nodes)
                 value = f"coalesce(json_agg({obj} ORDER BY {display}) {visible}, '[]')"
@@ -688,7 +764,11 @@ def _applies(condition: NamedTypeNode | None, type_name: str) -> bool:
     if condition is None:
         return True
     name = condition.name.value
-    return name == type_name or (name == "Node" and type_name in _NODE_TYPES)
+    return (
+        name == type_name
+        or (name == "Node" and type_name in _NODE_TYPES)
+        or type_name in UNION_MEMBERS.get(name, ())
+    )
 
 
 _NODE_TYPES = {"User", "Organization", "Member", "Project", "Task", "Comment"}
@@ -757,6 +837,11 @@ class Compiler:
         seen: set[str],
     ) -> bool:
         """Every field that may be selected (whatever the variables) is one we render."""
+        if type_name in UNION_MEMBERS:
+            return all(
+                self._supported(member, selection_set, fragments, seen)
+                for member in UNION_MEMBERS[type_name]
+            )
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
                 name = selection.name.value

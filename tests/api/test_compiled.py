@@ -96,6 +96,15 @@ CORPUS: list[tuple[str, Any]] = [
           other: organization(slug: "no-such-org") { id } }""",
         lambda o: {"id": o.project},
     ),
+    (
+        """query($t: String!) { search(text: $t, first: 4) { totalCount
+          edges { cursor node { rank node { __typename ... on Task { id title status } ... on Project { id name } } } }
+          pageInfo { hasNextPage hasPreviousPage startCursor endCursor } }
+          typo: search(text: "Level 1 undr a") { nodes { rank node { ...Hit } } }
+          project: search(text: "launch", first: 2) { nodes { node { ... on Project { name taskCountsByStatus { status count } } } } } }
+        fragment Hit on SearchResult { __typename ... on Node { id } ... on Task { title project { name } } }""",
+        lambda o: {"t": "task or level"},
+    ),
 ]
 
 
@@ -244,8 +253,11 @@ async def test_a_tenant_sees_nothing_of_the_other_through_compiled_queries(
         ),
         # Variables that do not match their definitions.
         ("query($n: Int!) { viewer { memberships(first: $n) { nodes { role } } } }", {"n": "x"}),
-        # Not compiled at all: mutations, search, node, audit log, comment history.
-        ('{ search(text: "task", first: 5) { nodes { rank } } }', {}),
+        # Search arguments the resolver refuses.
+        ('{ search(text: "task", first: 0) { nodes { rank } } }', {}),
+        ('{ search(text: "   ", first: 5) { nodes { rank } } }', {}),
+        ('{ search(text: "task", after: "bad") { nodes { rank } } }', {}),
+        # Not compiled at all: mutations, node, audit log, comment history.
         ("{ auditLog(first: 2) { nodes { action } } }", {}),
         ("query($id: ID!) { node(id: $id) { id } }", None),
         # Invalid documents and limits (100 x 100 x 100 nodes is over the node limit).
@@ -285,3 +297,28 @@ async def test_viewer_queries_need_no_tenant_and_tenant_queries_fall_back_withou
     assert compiled["extensions"]["sqlStatements"] == 2
     compiled, _ = await both(apps, "{ organization { slug } }", {}, org_a.tokens["owner"], None)
     assert compiled["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+async def test_search_pages_as_the_resolvers_do(apps: Clients, org_a: Org, org_b: Org) -> None:
+    """Page after page of a search, compiled and by the resolvers: the same hits, ranks and
+    cursors, and never a hit of the other tenant."""
+    await enrich(org_a)
+    await enrich(org_b)
+    query = """query($after: String) { search(text: "task or level", first: 2, after: $after) {
+      edges { cursor node { rank node { ... on Task { id title } ... on Project { id name } } } }
+      pageInfo { hasNextPage endCursor } } }"""
+    for org, other in ((org_a, org_b), (org_b, org_a)):
+        after, seen = None, []
+        for _ in range(10):
+            compiled, _ = await both(apps, query, {"after": after}, org.tokens["viewer"], org.slug)
+            assert compiled["extensions"]["sqlStatements"] == 2
+            page = compiled["data"]["search"]
+            seen += [edge["node"]["node"]["id"] for edge in page["edges"]]
+            if not page["pageInfo"]["hasNextPage"]:
+                break
+            after = page["pageInfo"]["endCursor"]
+        assert len(seen) > 2  # more than one page
+        assert len(seen) == len(set(seen))
+        text = json.dumps(seen)
+        assert org.task(0) in text or org.project in text
+        assert other.task(0) not in text
