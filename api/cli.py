@@ -287,6 +287,8 @@ COMPILED_PATHS = {
       title ancestors { title } subtasks(first: 10) { nodes { title } } history(first: 5) { nodes { action createdAt } } } }""",
     "compiled: viewer with memberships": """{ viewer { user { email }
       memberships(first: 10) { nodes { role organization { slug } } } } }""",
+    "compiled: search, first 20": """{ search(text: "billing export", first: 20) {
+      nodes { rank node { __typename } } } }""",
 }
 
 

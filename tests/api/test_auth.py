@@ -283,7 +283,8 @@ async def test_every_request_gives_its_connection_back_whatever_the_outcome(
     and failed mutations all end it, and the connection returns to the pool."""
     outcomes = [
         ("{ organization { name } }", org_a, "viewer", None),  # compiled
-        ('{ search(text: "task", first: 3) { totalCount } }', org_b, "viewer", None),  # resolvers
+        ("{ auditLog(first: 2) { totalCount } }", org_b, "admin", None),  # resolvers
+        ('{ search(text: "task", first: 3) { totalCount } }', org_b, "viewer", None),  # compiled
         ("{ organization { nope } }", org_a, "viewer", None),  # validation error
         ("{ organization { name", org_a, "viewer", None),  # syntax error
         (
