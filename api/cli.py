@@ -22,6 +22,7 @@ from db import demo, roles
 from db.engine import DB
 from db.errors import DatabaseError, describe_target
 from db.migrate import runner
+from db.settings import pool_size_for
 from db.targets import Targets, resolve
 
 app = typer.Typer(
@@ -127,6 +128,20 @@ def serve(
             if not state.up_to_date:
                 raise fail("; ".join(runner.describe(state)[-3:]))
 
+    if targets.embedded is not None and "DB_POOL_MAX_SIZE" not in os.environ:
+        # The embedded server shares this machine's cores: size the pools to them.
+        size = pool_size_for(os.cpu_count() or 1, workers)
+        settings = settings.model_copy(
+            update={
+                "db_pool_max_size": size,
+                "db_pool_min_size": min(settings.db_pool_min_size, size),
+            }
+        )
+        os.environ["DB_POOL_MAX_SIZE"] = str(size)
+        os.environ["DB_POOL_MIN_SIZE"] = str(settings.db_pool_min_size)
+        typer.echo(
+            f"Pool: {size} connections per worker ({workers} workers, {os.cpu_count()} cores)"
+        )
     DB.configure(targets.require_server(), settings)
     version = run(DB.ping())
     typer.echo(f"Connected as the server role to PostgreSQL {version}")

@@ -35,6 +35,7 @@ import psutil
 from api.ids import to_global_id
 from db.explain import find_sample, tenant_slugs
 from db.queries import users
+from db.settings import pool_size_for
 from db.targets import resolve
 from db.tenancy import TenantContext, request_transaction
 
@@ -235,7 +236,7 @@ def main(
     duration: int,
     concurrencies: list[int],
     only: list[str] | None = None,
-    pool_size: int = 10,
+    pool_size: int | None = None,
     repeat: int = 3,
 ) -> None:
     wrk = ensure_wrk()
@@ -243,6 +244,9 @@ def main(
     owner_dsn, server_dsn = targets.require_owner(), targets.require_server()
     token, slug, variables, project_size = asyncio.run(session_for(owner_dsn, server_dsn))
     workers = os.cpu_count() or 2
+    if pool_size is None:
+        # PostgreSQL runs on this machine: the pool sized to its cores, as `taskql serve` does.
+        pool_size = pool_size_for(os.cpu_count() or 1, workers)
     env = {
         **os.environ,
         "DATABASE_URL": server_dsn,
@@ -423,8 +427,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--pool-size",
         type=int,
-        default=10,
-        help="DB_POOL_MAX_SIZE of each worker (and of the limit's pool); 10 is the default",
+        default=None,
+        help="DB_POOL_MAX_SIZE of each worker (and of the limit's pool); default: sized to "
+        "this machine's cores as `taskql serve` does on the embedded server (db.settings.pool_size_for)",
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from db.settings import pool_size_for
 from tests.conftest import ScratchDatabase
 
 
@@ -59,7 +60,9 @@ def stop(process: subprocess.Popen[str]) -> str:
 
 def test_serve_on_a_fresh_embedded_postgres_with_demo_data_and_a_token(tmp_path: Path) -> None:
     env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MIGRATION_DATABASE_URL")
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "MIGRATION_DATABASE_URL", "DB_POOL_MAX_SIZE")
     }
     env["TASKQL_DATA_DIR"] = str(tmp_path / "pgdata")
     process, port = serve(env)
@@ -67,6 +70,9 @@ def test_serve_on_a_fresh_embedded_postgres_with_demo_data_and_a_token(tmp_path:
         wait_healthy(process, port)
         pid_file = tmp_path / "pgdata" / "postmaster.pid"
         assert pid_file.exists()
+        # The embedded server shares this machine's cores: the pool is sized to them.
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
+        assert health["pool"]["max"] == pool_size_for(os.cpu_count() or 1, 1)
     finally:
         output = stop(process)
     assert f"data in {tmp_path / 'pgdata'}" in output
@@ -110,3 +116,12 @@ def test_serve_on_an_external_database_answers_queries(test_database: ScratchDat
     finally:
         output = stop(process)
     assert "Traceback" not in output
+
+
+def test_pools_together_keep_about_two_connections_per_database_core() -> None:
+    assert pool_size_for(2, 2) == 2  # this benchmark machine: 4 connections in all
+    assert pool_size_for(2, 1) == 4
+    assert pool_size_for(16, 4) == 8
+    assert pool_size_for(4, 3) == 3  # rounded up
+    assert pool_size_for(1, 8) == 2  # never fewer than 2 per process
+    assert pool_size_for(0, 0) == 2
