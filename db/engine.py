@@ -18,6 +18,35 @@ from db.errors import PoolTimeoutError, unavailable
 from db.settings import DatabaseSettings
 
 
+class Connection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
+    """asyncpg's connection, able to end a transaction and reset itself in one round trip.
+
+    A connection goes back to the pool through ``reset()``: asyncpg sends its reset query
+    (advisory locks, cursors, LISTENs, session settings) in a round trip of its own after
+    the COMMIT. ``end_transaction`` sends the two together; the reset that follows on
+    release then has nothing left to send. Only for a connection released right after it.
+    """
+
+    __slots__ = ("_reset_sent",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reset_sent = False
+
+    async def end_transaction(self, commit: bool) -> None:
+        """COMMIT (or ROLLBACK) and the reset query, as one simple-protocol message: if the
+        COMMIT fails, PostgreSQL skips the rest and the pool resets on release as usual."""
+        ending = "COMMIT" if commit else "ROLLBACK"
+        await self.execute(f"{ending};\n{super().get_reset_query()}")
+        self._reset_sent = True
+
+    def get_reset_query(self) -> str:
+        if self._reset_sent:
+            self._reset_sent = False
+            return ""
+        return str(super().get_reset_query())
+
+
 class Transaction(PostgresTransaction):
     """Piccolo's transaction, but acquiring from the pool with a timeout."""
 
@@ -59,6 +88,7 @@ class Engine(PostgresEngine):
             "dsn": dsn,
             "timeout": settings.db_connect_timeout,
             "statement_cache_size": settings.db_statement_cache_size,
+            "connection_class": Connection,
             "server_settings": {
                 "application_name": settings.db_application_name,
                 "statement_timeout": str(settings.db_statement_timeout_ms),

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import pytest
 
 from api.settings import Settings
+from db.engine import DB, Engine
 from db.queries.users import token_hash
+from db.settings import get_database_settings
 from db.tenancy import TenantContext, begin_request, request_transaction
 from db.uuid7 import uuid7
 from tests.api.conftest import Api
@@ -301,3 +305,62 @@ async def test_every_request_gives_its_connection_back_whatever_the_outcome(
     response = await api.post("{ viewer { user { id } } }", token="not-a-real-token")
     assert response.status_code == 401
     assert pool.get_idle_size() == pool.get_size()
+
+
+@pytest.mark.parametrize("commit", [True, False])
+async def test_a_request_ends_its_transaction_and_resets_its_connection_in_one_round_trip(
+    pool: asyncpg.Pool, org_a: Org, org_b: Org, commit: bool
+) -> None:
+    """BEGIN, authentication, the operation, then COMMIT (or ROLLBACK) sent together with
+    the pool's reset: the next request on the connection finds no session state left, and
+    the write is kept (or not) for its own tenant only."""
+    engine = Engine()
+    engine.configure(
+        str(DB.dsn),
+        get_database_settings().model_copy(update={"db_pool_min_size": 1, "db_pool_max_size": 1}),
+    )
+    await engine.start_connection_pool()
+    assert engine.pool is not None
+    try:
+        sent: list[str] = []
+        opened, row = await begin_request(
+            token_hash(org_a.tokens["admin"]), org_a.id, None, TenantContext(), engine
+        )
+        assert row is not None
+        assert row["organization_id"] == org_a.id
+        connection = opened.connection
+        assert connection is not None
+
+        def log(logged: Any) -> None:
+            sent.append(logged.query)
+
+        connection.add_query_logger(log)
+        await opened.executor.execute(
+            "UPDATE tasks SET title = 'renamed in one round trip' WHERE id = $1", org_a.task_ids[0]
+        )
+        # Session state no request should leave behind (the pool's reset removes it).
+        await connection.execute("SELECT set_config('app.leaked', 'yes', false)")
+        await connection.execute("SELECT pg_advisory_lock(4242)")
+        await (opened.commit() if commit else opened.rollback())
+        # The operation's three statements, then ONE message: the end and the reset.
+        assert len(sent) == 4, sent
+        assert sent[3].startswith("COMMIT;\n" if commit else "ROLLBACK;\n")
+        assert "RESET ALL" in sent[3]
+        assert "pg_advisory_unlock_all" in sent[3]
+        assert engine.pool.get_idle_size() == 1
+
+        async with engine.pool.acquire() as again:
+            again.remove_query_logger(log)
+            assert await again.fetchval("SELECT current_setting('app.leaked', true)") in ("", None)
+            assert not await again.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+            )
+        titles = {}
+        for org in (org_a, org_b):
+            async with request_transaction(TenantContext(organization_id=org.id)) as (_, executor):
+                titles[org.label] = await executor.fetchval(
+                    "SELECT count(*) FROM tasks WHERE title = 'renamed in one round trip'"
+                )
+        assert titles == {org_a.label: 1 if commit else 0, org_b.label: 0}
+    finally:
+        await engine.close_connection_pool()
