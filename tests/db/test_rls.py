@@ -232,7 +232,8 @@ async def test_search_keys_are_per_tenant_and_keep_the_query_language(
     """search_hits() reads an index whose keys are "<tenant>/<bucket>/<lexeme>" (migration
     12): the same words in two tenants never meet, and phrases, negation, "or", prefixes and
     apostrophes mean what they mean on the task's own search vector, in the task's own
-    bucket and over all buckets."""
+    bucket and over all buckets. The relaxed form given to the index (migration 14) matches
+    at least what the query matches."""
     titles = [
         "Billing export fails at midnight",
         "Export the billing report",
@@ -258,7 +259,12 @@ async def test_search_keys_are_per_tenant_and_keep_the_query_language(
                search_lexemes($1, t.id, to_tsvector('english', t.title))
                    @@ search_tsquery_all($1, q.q) AS all_buckets,
                search_lexemes($1, t.id, to_tsvector('english', t.title))
-                   @@ search_tsquery_all($2, q.q) AS other_tenant
+                   @@ search_tsquery_all($2, q.q) AS other_tenant,
+               search_lexemes($1, t.id, to_tsvector('english', t.title))
+                   @@ search_tsquery($1, right(t.id::text, 1), search_tsquery_relaxed(q.q))
+                   AS relaxed,
+               search_tsquery_relaxed(q.q) = q.q AS unchanged,
+               q.q::text LIKE '%<->%' AS phrase
         FROM unnest($3::text[], $4::uuid[]) AS t(title, id),
              (VALUES {", ".join(f"({i}, {q})" for i, q in enumerate(queries))}) AS q(query, q)
         """,
@@ -274,6 +280,14 @@ async def test_search_keys_are_per_tenant_and_keep_the_query_language(
         assert row["own_bucket"] == row["plain"], where
         assert row["all_buckets"] == row["plain"], where
         assert row["other_tenant"] is False, where
+        # The index condition of migration 14: phrases relaxed to AND, never losing a match.
+        assert row["relaxed"] or not row["plain"], where
+        assert row["unchanged"] == (
+            not row["phrase"] or "!" in queries[row["query"]] or "-" in queries[row["query"]]
+        ), where
+    phrase = {r["title"]: r for r in rows if r["query"] == 1}  # "billing export" as a phrase
+    assert phrase["Export the billing report"]["relaxed"]  # both words, not as a phrase
+    assert not phrase["Export the billing report"]["plain"]
 
 
 async def test_common_words_rank_a_sample_and_rare_words_every_match(
@@ -285,7 +299,8 @@ async def test_common_words_rank_a_sample_and_rare_words_every_match(
         await tx.connection.execute(
             "INSERT INTO tasks (organization_id, project_id, title, created_by) "
             "SELECT $1, $2, 'Quarterly ledger ' || i || CASE WHEN i % 400 = 0 THEN ' audit' "
-            "ELSE '' END, $3 FROM generate_series(1, 3200) AS i",
+            "ELSE '' END || CASE WHEN i % 4 = 0 THEN ' closing entry' ELSE ' entry closing' END, "
+            "$3 FROM generate_series(1, 3200) AS i",
             tenant_a.organization_id,
             tenant_a.project_id,
             tenant_a.owner_id,
@@ -296,10 +311,28 @@ async def test_common_words_rank_a_sample_and_rare_words_every_match(
         rare = await tx.connection.fetch(
             "SELECT id FROM search_hits('ledger audit', 1000, NULL, NULL) WHERE kind = 'task'"
         )
+        phrases = {
+            words: await tx.connection.fetch(
+                "SELECT t.title FROM search_hits($1, 1000, NULL, NULL) AS h "
+                "JOIN tasks AS t ON t.id = h.id WHERE h.kind = 'task'",
+                words,
+            )
+            for words in ('"closing entry"', '"quarterly ledger" -audit')
+        }
     assert 100 <= len(common) <= 500  # about 3200 / 16
     assert {str(r["id"])[-1] for r in common} == {"0"}
     assert len(rare) == 8
     assert len({str(r["id"])[-1] for r in rare}) > 1
+    # A phrase in 800 tasks: every task holds both words, so the sample bucket's 50 or so
+    # exact matches are too few: every bucket is read (the index given the words without
+    # their order), and each candidate checked for the phrase.
+    closing = [r["title"] for r in phrases['"closing entry"']]
+    assert len(closing) == 500
+    assert all(title.endswith(" closing entry") for title in closing)
+    # A common phrase with a negation: the sample, without the tasks the negation excludes.
+    negated = [r["title"] for r in phrases['"quarterly ledger" -audit']]
+    assert 100 <= len(negated) <= 500
+    assert not any("audit" in title for title in negated)
     async with tenant_transaction(tenant_b.context()) as tx:
         assert (
             await tx.connection.fetch(
