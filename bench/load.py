@@ -392,7 +392,8 @@ def write_results(
 
 
 def chart(rows: list[dict[str, Any]]) -> None:
-    """bench/results/load.png: req/s by concurrency, one line per operation."""
+    """bench/results/load.png: req/s and p95 by concurrency, one line per operation, with the
+    100 ms p95 target."""
     try:
         import matplotlib
 
@@ -401,21 +402,24 @@ def chart(rows: list[dict[str, Any]]) -> None:
     except ImportError:
         print("matplotlib not installed: no chart (pip install matplotlib)")
         return
-    figure, axis = plt.subplots(figsize=(9, 5))
+    figure, (throughput, latency) = plt.subplots(1, 2, figsize=(12, 5))
     for name in dict.fromkeys(r["operation"] for r in rows):
         points = [r for r in rows if r["operation"] == name]
-        axis.plot(
-            [r["concurrency"] for r in points],
-            [r["rps"] for r in points],
-            marker="o",
-            label=name[:50],
-        )
-    axis.set_xlabel("concurrency")
-    axis.set_ylabel("requests per second")
-    axis.set_xscale("log", base=2)
-    axis.legend(fontsize=7)
+        concurrency = [r["concurrency"] for r in points]
+        style = {"marker": "o", "label": name[:50]}
+        if name.startswith("LIMIT"):
+            style["linestyle"] = "--"
+        throughput.plot(concurrency, [r["rps"] for r in points], **style)
+        latency.plot(concurrency, [r["p95"] for r in points], **style)
+    latency.axhline(100, color="grey", linewidth=1, linestyle=":", label="p95 target (100 ms)")
+    for axis, label in ((throughput, "requests per second"), (latency, "p95 latency, ms")):
+        axis.set_xlabel("concurrent clients")
+        axis.set_ylabel(label)
+        axis.set_xscale("log", base=2)
+        axis.grid(alpha=0.3)
+    latency.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(RESULTS / "load.png", dpi=120)
+    figure.savefig(RESULTS / "load.png", dpi=110)
 
 
 if __name__ == "__main__":
