@@ -138,6 +138,7 @@ class TaskqlGraphQL(GraphQL[Context, None]):
             variables,
             auth.tenant.organization_id if auth.tenant else None,
             auth.viewer.user_id,
+            auth.tenant.role if auth.tenant else None,
         )
         if prepared is None:
             return None

@@ -304,6 +304,8 @@ COMPILED_PATHS = {
       memberships(first: 10) { nodes { role organization { slug } } } } }""",
     "compiled: search, first 20": """{ search(text: "billing export", first: 20) {
       nodes { rank node { __typename } } } }""",
+    "compiled: audit log page (newest 20, with actor)": """{ auditLog(first: 20) { edges { cursor
+      node { action entityType changes createdAt actor { displayName } } } pageInfo { hasNextPage endCursor } } }""",
 }
 
 
@@ -320,7 +322,9 @@ async def compiled_paths(executor: Any, sample: Any) -> None:
     }
     for name, query in COMPILED_PATHS.items():
         used = {k: v for k, v in variables.items() if f"${k}" in query}
-        prepared = compiler.prepare(query, None, used, sample.organization_id, sample.user_id)
+        prepared = compiler.prepare(
+            query, None, used, sample.organization_id, sample.user_id, "owner"
+        )
         if prepared is None:
             raise fail(f"{name}: not compiled")
         sql, params = prepared

@@ -12,9 +12,11 @@ types reachable from them (users, members, projects, tasks, comments, audit entr
 hits and their union of projects and tasks), their connections (every ordering, filter,
 cursor and direction), ``ancestors``, ``taskCountsByStatus``, fragments, aliases,
 ``__typename``, ``@skip``/``@include``.
-Anything else — mutations, ``node``, ``auditLog``, comment history — and any
-request the resolvers would answer with an error (bad ids, bad page sizes, missing tenant,
-over the node limit, invalid documents) goes to the resolvers, which give the reference
+``auditLog`` too, for callers with the admin role or higher (the role is checked per
+request: a rendered statement is shared by every caller of the same query and variables).
+Anything else — mutations, ``node``, comment history — and any request the resolvers would
+answer with an error (bad ids, bad page sizes, missing tenant, a role too low, over the node
+limit, invalid documents) goes to the resolvers, which give the reference
 answer. ``tests/api/test_compiled.py`` runs a corpus of queries both ways and requires equal
 responses.
 
@@ -57,9 +59,10 @@ from graphql.pyutils import Undefined
 from graphql.utilities import value_from_ast
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 
+from api.auth import ROLE_RANK
 from api.errors import ApiError
 from api.extensions import node_cost
-from api.ids import decode_id
+from api.ids import decode_id, from_global_id
 from api.pagination import MAX_PAGE, decode_cursor, page_request
 from api.settings import Settings
 from api.types.audit import NODE_TYPE_OF, AuditEntityType
@@ -100,6 +103,9 @@ class Statement:
     params: tuple[Any, ...]
     #: The node limit's cost of the operation with these variables.
     cost: int
+    #: The least role the caller needs (None: any member); a caller below it gets the
+    #: resolvers, which answer FORBIDDEN. Checked per request: the statement is shared.
+    role: str | None = None
 
     def bind(self, tenant_id: UUID | None, viewer_id: UUID) -> list[Any]:
         return [tenant_id if p is TENANT else viewer_id if p is VIEWER else p for p in self.params]
@@ -392,6 +398,23 @@ def _search_node(r: _Render, a: str, nodes: list[FieldNode]) -> str:
     )
 
 
+def _audit_log(r: _Render, a: str, nodes: list[FieldNode]) -> str:
+    """Query.auditLog: the tenant's audit entries (or one entity's), newest first, for
+    admins and owners, as the resolver (``api/queries.py``) pages and filters them."""
+    r.require_role("admin")
+    args = r.args("Query", nodes[0])
+    page = _page(audit.NEWEST_FIRST, {"first": args.get("first"), "after": args.get("after")})
+    entity_type = args.get("entityType")
+    where = audit.EntityTypeFilter(
+        _member(AuditEntityType, entity_type, None).value if entity_type is not None else None
+    )
+    conditions = [f"t.organization_id = {r.tenant}"]
+    if args.get("entityId") is not None:
+        _, raw = from_global_id(args["entityId"])
+        conditions.append(f"t.entity_id = {r.params(raw, '::uuid')}")
+    return r.connection(nodes, "AuditEntry", "audit_logs", conditions, page, where)
+
+
 def _float(column: str) -> Field:
     """A Float as Python's json writes it: the shortest repr, and ``2.0`` for an integral
     value (PostgreSQL would write ``2``)."""
@@ -413,6 +436,7 @@ FIELDS: dict[str, dict[str, Field]] = {
         "project": _by_id("Project", "projects"),
         "task": _by_id("Task", "tasks"),
         "search": _search,
+        "auditLog": _audit_log,
     },
     "SearchHit": {"rank": _float("rank"), "node": _search_node},
     "Viewer": {"user": _viewer_user, "memberships": _memberships},
@@ -571,6 +595,7 @@ class _Render:
         self._has_tenant = has_tenant
         self._tenant: str | None = None
         self._aliases = 0
+        self.role: str | None = None
 
     @property
     def viewer(self) -> str:
@@ -589,6 +614,12 @@ class _Render:
     def require_tenant(self) -> None:
         if not self._has_tenant:
             raise Unsupported("no tenant: the resolvers answer FORBIDDEN")
+
+    def require_role(self, role: str) -> None:
+        """The statement is only for callers with ``role`` or higher in the tenant."""
+        self.require_tenant()
+        if self.role is None or ROLE_RANK[role] > ROLE_RANK[self.role]:
+            self.role = role
 
     def alias(self) -> str:
         self._aliases += 1
@@ -889,10 +920,12 @@ class Compiler:
         variables: dict[str, Any],
         tenant_id: UUID | None,
         viewer_id: UUID,
+        role: str | None = None,
     ) -> tuple[str, list[Any]] | None:
         """The statement (SQL and parameters) answering this request, or None when the
         resolvers must answer it: not compilable, or an error to report (bad ids, bad page
-        sizes, variables that do not match, over the node limit, no tenant)."""
+        sizes, variables that do not match, over the node limit, no tenant, a role below
+        what a field needs). ``role``: the caller's role in the tenant."""
         try:
             key = (query, operation_name, json.dumps(variables, sort_keys=True), tenant_id is None)
         except (TypeError, ValueError):
@@ -912,6 +945,10 @@ class Compiler:
             if len(self._statements) > self.cache_size:
                 self._statements.popitem(last=False)
         if statement is None or statement.cost > self.settings.taskql_max_nodes:
+            return None
+        if statement.role is not None and (
+            role is None or ROLE_RANK[role] < ROLE_RANK[statement.role]
+        ):
             return None
         return statement.sql, statement.bind(tenant_id, viewer_id)
 
@@ -939,4 +976,4 @@ class Compiler:
         cost = node_cost(
             plan.document, plan.operation.name.value if plan.operation.name else None, variables
         )
-        return Statement(sql, tuple(render.params.values), cost)
+        return Statement(sql, tuple(render.params.values), cost, render.role)

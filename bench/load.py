@@ -50,6 +50,7 @@ OPERATIONS = {
     "task detail (ancestors, subtasks, history)": "query($t: ID!) { task(id: $t) { title ancestors { title } subtasks(first: 10) { nodes { title } } history(first: 5) { nodes { action createdAt } } } }",
     "search": '{ search(text: "billing export", first: 20) { nodes { rank node { __typename } } } }',
     "viewer with memberships": "{ viewer { user { email } memberships(first: 10) { nodes { role organization { slug } } } } }",
+    "audit log page (newest 20, with actor)": "{ auditLog(first: 20) { edges { cursor node { action entityType changes createdAt actor { displayName } } } pageInfo { hasNextPage endCursor } } }",
 }
 LUA = """
 wrk.method = "POST"

@@ -257,8 +257,10 @@ async def test_a_tenant_sees_nothing_of_the_other_through_compiled_queries(
         ('{ search(text: "task", first: 0) { nodes { rank } } }', {}),
         ('{ search(text: "   ", first: 5) { nodes { rank } } }', {}),
         ('{ search(text: "task", after: "bad") { nodes { rank } } }', {}),
-        # Not compiled at all: mutations, node, audit log, comment history.
+        # The audit log asked for by a viewer (it needs admin): the resolvers' FORBIDDEN.
         ("{ auditLog(first: 2) { nodes { action } } }", {}),
+        ('{ auditLog(first: 2, entityId: "nope") { nodes { action } } }', {}),
+        # Not compiled at all: node, comment history.
         ("query($id: ID!) { node(id: $id) { id } }", None),
         # Invalid documents and limits (100 x 100 x 100 nodes is over the node limit).
         (
@@ -322,3 +324,64 @@ async def test_search_pages_as_the_resolvers_do(apps: Clients, org_a: Org, org_b
         text = json.dumps(seen)
         assert org.task(0) in text or org.project in text
         assert other.task(0) not in text
+
+
+AUDIT_PAGE = """query($first: Int, $after: String, $type: AuditEntityType, $entity: ID) {
+  auditLog(first: $first, after: $after, entityType: $type, entityId: $entity) {
+    totalCount edges { cursor node { id action entityType entityId changes requestId ipAddress
+      userAgent createdAt actor { id displayName } } }
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } }"""
+
+
+async def test_the_audit_log_compiles_for_admins_and_pages_as_the_resolvers_do(
+    apps: Clients, org_a: Org, org_b: Org
+) -> None:
+    """auditLog, compiled for admins and owners: page after page, filtered by entity type or
+    by entity, the same as the resolvers' answer, and only the caller's own tenant."""
+    await enrich(org_a)
+    await enrich(org_b)
+    for org, other in ((org_a, org_b), (org_b, org_a)):
+        for role in ("owner", "admin"):
+            after, seen = None, []
+            for _ in range(20):
+                compiled, _ = await both(
+                    apps, AUDIT_PAGE, {"first": 4, "after": after}, org.tokens[role], org.slug
+                )
+                assert "errors" not in compiled, compiled
+                assert compiled["extensions"]["sqlStatements"] == 2
+                page = compiled["data"]["auditLog"]
+                seen += [edge["node"]["entityId"] for edge in page["edges"]]
+                if not page["pageInfo"]["hasNextPage"]:
+                    break
+                after = page["pageInfo"]["endCursor"]
+            assert len(seen) == page["totalCount"] > 4  # several pages, all of them read
+            assert org.task(0) in seen
+            assert other.task(0) not in seen
+            assert other.project not in seen
+        for variables, expected in (
+            ({"first": 50, "type": "COMMENT"}, {"COMMENT"}),
+            ({"first": 50, "entity": org.task(1)}, {"TASK"}),
+            ({"first": 50, "entity": other.task(1)}, set()),  # another tenant's task: nothing
+        ):
+            compiled, _ = await both(apps, AUDIT_PAGE, variables, org.tokens["admin"], org.slug)
+            assert compiled["extensions"]["sqlStatements"] == 2
+            entries = compiled["data"]["auditLog"]["edges"]
+            assert {e["node"]["entityType"] for e in entries} == expected
+            if "entity" in variables and expected:
+                assert {e["node"]["entityId"] for e in entries} == {org.task(1)}
+                assert [e["node"]["action"] for e in entries] == ["UPDATE", "INSERT"]
+
+
+async def test_a_compiled_audit_log_is_never_served_to_a_role_below_admin(
+    apps: Clients, org_a: Org, org_b: Org
+) -> None:
+    """The rendered statement is cached per query and variables, not per caller: an owner's
+    compiled audit page must not be what a member or viewer of the tenant gets next."""
+    variables = {"first": 5}
+    for org in (org_a, org_b):
+        compiled, _ = await both(apps, AUDIT_PAGE, variables, org.tokens["owner"], org.slug)
+        assert compiled["extensions"]["sqlStatements"] == 2
+        for role in ("member", "viewer"):
+            compiled, _ = await both(apps, AUDIT_PAGE, variables, org.tokens[role], org.slug)
+            assert compiled["data"] is None
+            assert compiled["errors"][0]["extensions"]["code"] == "FORBIDDEN"
