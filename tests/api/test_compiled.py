@@ -52,7 +52,9 @@ CORPUS: list[tuple[str, Any]] = [
           b: tasks(first: 2, orderBy: UPDATED_AT, direction: DESC, filter: {status: [TODO, DONE], priorityMin: 0, priorityMax: 4}) {
           totalCount nodes { title status } }
           c: tasks(first: 10, filter: {rootOnly: true, unassigned: false}) { totalCount nodes { title subtasks(first: 5) { totalCount nodes { title } } } }
-          d: tasks(first: 10, filter: {search: "task"}) { totalCount nodes { title } } } }"""
+          d: tasks(first: 10, filter: {search: "task"}) { totalCount nodes { title } }
+          e: tasks(last: 3, orderBy: PRIORITY) { nodes { title priority } edges { cursor } }
+          f: tasks(first: 4, orderBy: DUE_DATE, direction: DESC) { edges { cursor node { title dueDate } } } } }"""
         + TASK_BITS,
         lambda o: {"id": o.project, "n": 3},
     ),
