@@ -359,11 +359,8 @@ def _search(r: _Render, a: str, nodes: list[FieldNode]) -> str:
     text = str(args["text"]).strip()
     if not 1 <= first <= MAX_PAGE or not 1 <= len(text) <= 200:
         raise Unsupported("the resolver reports the bad argument")
-    cursor = decode_cursor(args["after"]) if args.get("after") else None
-    try:
-        after_rank = float(cursor[0]) if cursor is not None else None
-    except ValueError:
-        raise Unsupported("a cursor that is not a search cursor") from None
+    cursor = decode_cursor(args["after"], "real") if args.get("after") else None
+    after_rank = float(cursor[0]) if cursor is not None else None
     p = r.params
     words = p(text, "::text")
     hits = (

@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import re
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Generic, TypeVar
 from uuid import UUID
 
@@ -52,15 +55,52 @@ def encode_cursor(key: str | None, row_id: UUID) -> str:
     return base64.urlsafe_b64encode(json.dumps([key, str(row_id)]).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[str, UUID]:
+#: PostgreSQL's text output of the sort keys cursors carry, by the key's SQL type; a key must
+#: read back as its type, or the page's statement would fail in PostgreSQL (a 500 for a
+#: client's typo). Timestamps: ISO output (``2025-03-01 12:34:56.789+00``) or infinities.
+_TIMESTAMP = re.compile(
+    r"-?infinity|\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?[+-]\d{2}(:\d{2}){0,2}"
+)
+_REAL_LIMIT = 3.4028235e38
+
+
+def _key_fits(key: str, key_type: str) -> bool:
+    if "\x00" in key:
+        return False  # PostgreSQL text cannot hold NUL
+    if key_type == "timestamptz":
+        if not _TIMESTAMP.fullmatch(key):
+            return False
+        if "infinity" in key:
+            return True
+        try:
+            datetime.fromisoformat(key)
+        except ValueError:
+            return False
+        return True
+    if key_type == "smallint":
+        return re.fullmatch(r"-?\d{1,5}", key) is not None and -32768 <= int(key) <= 32767
+    if key_type == "real":
+        try:
+            value = float(key)
+        except ValueError:
+            return False
+        return math.isnan(value) or math.isinf(value) or abs(value) <= _REAL_LIMIT
+    return key_type == "text"
+
+
+def decode_cursor(
+    cursor: str, key_type: str | None = None, argument: str = "after"
+) -> tuple[str, UUID]:
+    """The (sort key as text, id) of a cursor; with ``key_type``, the key must also read as
+    that SQL type. Anything else is BAD_USER_INPUT."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         key, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if not isinstance(key, str):
+        if not isinstance(key, str) or (key_type is not None and not _key_fits(key, key_type)):
             raise ValueError(key)
         return key, UUID(row_id)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise BadUserInput(f"malformed cursor {cursor[:80]!r}", argument="after") from None
+        raise BadUserInput(f"malformed cursor {cursor[:80]!r}", argument=argument) from None
 
 
 def page_request(
@@ -80,8 +120,9 @@ def page_request(
     if (first is not None and before is not None) or (last is not None and after is not None):
         raise BadUserInput("use `after` with `first`, `before` with `last`", argument="after")
     if last is not None:
-        return Page(size, order, decode_cursor(before) if before else None, backwards=True)
-    return Page(size, order, decode_cursor(after) if after else None)
+        cursor = decode_cursor(before, order.type, "before") if before else None
+        return Page(size, order, cursor, backwards=True)
+    return Page(size, order, decode_cursor(after, order.type) if after else None)
 
 
 def connection(

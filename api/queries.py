@@ -111,7 +111,7 @@ class Query:
             raise BadUserInput(f"`first` must be between 1 and {MAX_PAGE}", argument="first")
         if not 1 <= len(text.strip()) <= 200:
             raise BadUserInput("`text` must have 1 to 200 characters", argument="text")
-        cursor = decode_cursor(after) if after else None
+        cursor = decode_cursor(after, "real") if after else None
         hits = await search.search(context.db, tenant.organization_id, text.strip(), first, cursor)
         nodes: dict[tuple[str, UUID], Project | Task] = {}
         task_rows = await context.loaders.task.load_many(

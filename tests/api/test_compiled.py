@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from api.app import create_app
+from api.pagination import encode_cursor
 from api.settings import Settings
 from db import tables
 from db.tenancy import TenantContext, request_transaction
@@ -255,6 +256,30 @@ async def test_a_tenant_sees_nothing_of_the_other_through_compiled_queries(
         ),
         # Variables that do not match their definitions.
         ("query($n: Int!) { viewer { memberships(first: $n) { nodes { role } } } }", {"n": "x"}),
+        # Well-formed cursors whose keys PostgreSQL could not read as the order's type:
+        # BAD_USER_INPUT before any statement (it used to be a failed statement, a 500).
+        *(
+            (
+                "query($id: ID!, $c: String) { project(id: $id) { tasks("
+                + page
+                + ") { nodes { id } } } }",
+                lambda o, key=key: {"id": o.project, "c": encode_cursor(key, uuid7())},
+            )
+            for page, key in (
+                ("first: 2, after: $c", "not a time"),
+                ("first: 2, after: $c", "2025-13-01 00:00:00+00"),
+                ("last: 2, before: $c", "2025-01-01"),
+                ("first: 2, after: $c, orderBy: PRIORITY", "high"),
+                ("first: 2, after: $c, orderBy: PRIORITY", "99999"),
+                ("first: 2, after: $c, orderBy: DUE_DATE", "infinity\u0000"),
+            )
+        ),
+        (
+            '{ search(text: "task", after: $c) { nodes { rank } } }'.replace(
+                "{", "query($c: String) {", 1
+            ),
+            lambda o: {"c": encode_cursor("not a rank", uuid7())},
+        ),
         # Search arguments the resolver refuses.
         ('{ search(text: "task", first: 0) { nodes { rank } } }', {}),
         ('{ search(text: "   ", first: 5) { nodes { rank } } }', {}),
@@ -275,8 +300,11 @@ async def test_a_tenant_sees_nothing_of_the_other_through_compiled_queries(
     ],
 )
 async def test_what_is_not_compiled_is_answered_by_the_resolvers(
-    apps: Clients, org_a: Org, org_b: Org, query: str, variables: dict[str, Any] | None
+    apps: Clients, org_a: Org, org_b: Org, query: str, variables: Any
 ) -> None:
+    bad_cursor = callable(variables)
+    if bad_cursor:
+        variables = variables(org_a)
     compiled, reference = await both(
         apps,
         query,
@@ -288,6 +316,9 @@ async def test_what_is_not_compiled_is_answered_by_the_resolvers(
         for error in answer.get("errors", ()):
             error["extensions"].pop("requestId", None)
     assert compiled == reference
+    if bad_cursor:
+        assert compiled["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", compiled
+        assert "malformed cursor" in compiled["errors"][0]["message"]
 
 
 async def test_viewer_queries_need_no_tenant_and_tenant_queries_fall_back_without_one(
