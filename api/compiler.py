@@ -401,10 +401,8 @@ def _audit_log(r: _Render, a: str, nodes: list[FieldNode]) -> str:
     r.require_role("admin")
     args = r.args("Query", nodes[0])
     page = _page(audit.NEWEST_FIRST, {"first": args.get("first"), "after": args.get("after")})
-    entity_type = args.get("entityType")
-    where = audit.EntityTypeFilter(
-        _member(AuditEntityType, entity_type, None).value if entity_type is not None else None
-    )
+    entity_type = _member(AuditEntityType, args.get("entityType"), None)
+    where = audit.EntityTypeFilter(entity_type.value if entity_type is not None else None)
     conditions = [f"t.organization_id = {r.tenant}"]
     if args.get("entityId") is not None:
         _, raw = from_global_id(args["entityId"])

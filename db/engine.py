@@ -91,6 +91,9 @@ class Engine(PostgresEngine):
             "connection_class": Connection,
             "server_settings": {
                 "application_name": settings.db_application_name,
+                # Cursors carry sort keys as PostgreSQL's text output, and
+                # api.pagination checks them against the ISO form: pin it.
+                "DateStyle": "ISO, MDY",
                 "statement_timeout": str(settings.db_statement_timeout_ms),
                 "lock_timeout": str(settings.db_lock_timeout_ms),
                 "idle_in_transaction_session_timeout": str(

@@ -53,8 +53,8 @@ def pool_size_for(database_cores: int, processes: int) -> int:
     connections busy per PostgreSQL core (at least 2 each).
 
     More active connections than that do not add throughput on a CPU-bound database, they
-    add run-queue waits: measured at concurrency 32 on 2 cores (docs/performance.md,
-    "Pool size"), the main query's p95 was 120 ms with 10 connections per worker, 80 ms
+    add run-queue waits: measured at concurrency 32 on 2 cores (docs/operations/deploy.md,
+    "Sizing the pool"), the main query's p95 was 120 ms with 10 connections per worker, 80 ms
     with 4 and 64-66 ms with 2-3, at the same throughput.
     """
     return max(2, -(-2 * max(database_cores, 1) // max(processes, 1)))

@@ -35,3 +35,22 @@ async def test_the_executor_serializes_concurrent_statements_and_counts_them(
 def test_a_malformed_client_address_is_refused_before_it_reaches_the_audit_trigger() -> None:
     with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
         TenantContext(client_ip="not-an-ip")
+
+
+async def test_pooled_connections_write_timestamps_in_the_iso_form_cursors_are_checked_against(
+    tenant_a: Tenant, tenant_b: Tenant, pool: asyncpg.Pool
+) -> None:
+    """DateStyle is pinned at connect: a cursor's key (a timestamp as PostgreSQL writes it)
+    must read back through api.pagination's check, whatever the server's default."""
+    from api.pagination import decode_cursor, encode_cursor
+
+    for tenant in (tenant_a, tenant_b):
+        async with request_transaction(tenant.context()) as (_, executor):
+            assert await executor.fetchval("SHOW DateStyle") == "ISO, MDY"
+            key = await executor.fetchval(
+                "SELECT created_at::text FROM tasks WHERE id = $1", tenant.root_task_id
+            )
+        assert decode_cursor(encode_cursor(key, tenant.root_task_id), "timestamptz") == (
+            key,
+            tenant.root_task_id,
+        )
