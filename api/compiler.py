@@ -59,9 +59,9 @@ from graphql.pyutils import Undefined
 from graphql.utilities import value_from_ast
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 
+from api import cost
 from api.auth import ROLE_RANK
 from api.errors import ApiError
-from api.extensions import node_cost
 from api.ids import decode_id, from_global_id
 from api.pagination import MAX_PAGE, decode_cursor, page_request
 from api.settings import Settings
@@ -850,14 +850,15 @@ class Compiler:
             document = parse(query, max_tokens=self.settings.taskql_max_tokens)
         except GraphQLError:
             return None
+        try:
+            # The document's bounds before validation walks it (the resolvers report them).
+            operation = cost.check_document(document, operation_name, self.settings)
+        except GraphQLError:
+            return None
+        if operation.operation is not OperationType.QUERY:
+            return None
         if validate(self.schema, document, self.rules):
             return None
-        operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-        if operation_name is not None:
-            operations = [o for o in operations if o.name and o.name.value == operation_name]
-        if len(operations) != 1 or operations[0].operation is not OperationType.QUERY:
-            return None
-        operation = operations[0]
         fragments = {
             d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
         }
@@ -984,7 +985,7 @@ class Compiler:
             value = "'Query'" if name == "__typename" else FIELDS["Query"][name](render, "", nodes)
             parts.append(f"{_literal(key)}, {value}")
         sql = f"SELECT json_build_object({', '.join(parts)})::text"
-        cost = node_cost(
-            plan.document, plan.operation.name.value if plan.operation.name else None, variables
+        node_count = cost.node_cost(
+            self.schema, plan.document, plan.operation, coerced, self.settings
         )
-        return Statement(sql, tuple(render.params.values), cost, render.role)
+        return Statement(sql, tuple(render.params.values), node_count, render.role)

@@ -1,5 +1,5 @@
-"""Schema extensions: one transaction per operation, error codes and masking, the node
-limit, and statement counts."""
+"""Schema extensions: one transaction per operation, error codes and masking, the operation
+limits of ``api.cost``, and statement counts."""
 
 from __future__ import annotations
 
@@ -7,24 +7,14 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from graphql import (
-    DocumentNode,
-    ExecutionResult,
-    FieldNode,
-    FragmentDefinitionNode,
-    FragmentSpreadNode,
-    GraphQLError,
-    InlineFragmentNode,
-    IntValueNode,
-    OperationDefinitionNode,
-    SelectionSetNode,
-    VariableNode,
-)
+from graphql import DocumentNode, ExecutionResult, GraphQLError, OperationDefinitionNode
+from graphql.execution.values import get_variable_values
 from strawberry.extensions import SchemaExtension
 
-from api import errors
+from api import cost, errors
 from api.auth import TRANSACTION_KEY, Auth
 from api.context import Context
+from api.mutations.base import rolled_back
 from api.settings import Settings
 from db.tenancy import OpenTransaction, TenantContext, request_transaction
 
@@ -62,6 +52,7 @@ class OperationTransaction(SchemaExtension):
                 raise
             if self._failed(context):
                 await opened.rollback()
+                self._report_rollback(context)
             else:
                 await opened.commit()
             return
@@ -72,6 +63,13 @@ class OperationTransaction(SchemaExtension):
             yield
             if self._failed(context):
                 await transaction.rollback()  # type: ignore[no-untyped-call]
+                self._report_rollback(context)
+
+    def _report_rollback(self, context: Context) -> None:
+        """The payloads of the mutations that completed say they were rolled back."""
+        result = self.execution_context.result
+        if context.completed_mutations and result is not None:
+            rolled_back(result.data, context.completed_mutations)
 
     def _failed(self, context: Context) -> bool:
         result = self.execution_context.result
@@ -128,81 +126,66 @@ class SqlStatements(SchemaExtension):
         return {"sqlStatements": context.executor.statements}
 
 
-class NodeLimit(SchemaExtension):
-    """GitHub-style node limit: every connection field costs ``first`` (or ``last``) times
-    the product of its ancestors'. Checked before execution, with the request's variables
-    (so validation results can be cached per document)."""
+class OperationLimits(SchemaExtension):
+    """The bounds of ``api.cost`` on the resolver path: the document's (operations, expanded
+    fields, authentication mutations alone, introspection) before validation, so a costly
+    document is refused before graphql-core walks it; the node cost at execution, from the
+    coerced variables (defaults applied), before the transaction opens."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
 
-    def on_execute(self) -> Iterator[None]:
-        document = self.execution_context.graphql_document
-        if document is not None:
-            cost = node_cost(
-                document, self.execution_context.operation_name, self.execution_context.variables
-            )
-            if cost > self.limit:
-                self.execution_context.result = ExecutionResult(
-                    data=None,
-                    errors=[
-                        GraphQLError(
-                            f"this operation could return {cost} nodes; the limit is {self.limit}: "
-                            "ask for smaller pages (`first`/`last`) or fewer nested connections",
-                            extensions={
-                                "code": errors.BAD_USER_INPUT,
-                                "limit": self.limit,
-                                "cost": cost,
-                            },
-                        )
-                    ],
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        document = context.graphql_document
+        if document is not None and context.pre_execution_errors is None:
+            try:
+                operation = cost.check_document(
+                    document, getattr(context, "_provided_operation_name", None), self.settings
                 )
+                self._check_introspection(document, operation)
+            except GraphQLError as error:
+                context.pre_execution_errors = [error]
         yield
 
+    def _check_introspection(
+        self, document: DocumentNode, operation: OperationDefinitionNode
+    ) -> None:
+        if self.settings.taskql_public_introspection:
+            return
+        context: Context | None = self.execution_context.context
+        if context is not None and context.auth.viewer is not None:
+            return
+        if {"__schema", "__type"}.intersection(cost.root_fields(document, operation)):
+            raise errors.Unauthenticated("introspection needs an authenticated caller here")
 
-def node_cost(
-    document: DocumentNode, operation_name: str | None, variables: dict[str, Any] | None
-) -> int:
-    fragments = {
-        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-    }
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    if operation_name is not None:
-        operations = [
-            o for o in operations if o.name is not None and o.name.value == operation_name
-        ]
-    if not operations:
-        return 0
-
-    def page_size(field: FieldNode) -> int | None:
-        for argument in field.arguments or ():
-            if argument.name.value in ("first", "last"):
-                value = argument.value
-                if isinstance(value, IntValueNode):
-                    return int(value.value)
-                if isinstance(value, VariableNode) and variables:
-                    given = variables.get(value.name.value)
-                    return given if isinstance(given, int) else None
-        return None
-
-    def cost(selection_set: SelectionSetNode | None, multiplier: int, seen: frozenset[str]) -> int:
-        if selection_set is None:
-            return 0
-        total = 0
-        for selection in selection_set.selections:
-            if isinstance(selection, FieldNode):
-                size = page_size(selection)
-                inner = multiplier
-                if size is not None:
-                    inner = multiplier * max(size, 1)
-                    total += inner
-                total += cost(selection.selection_set, inner, seen)
-            elif isinstance(selection, InlineFragmentNode):
-                total += cost(selection.selection_set, multiplier, seen)
-            elif isinstance(selection, FragmentSpreadNode):
-                name = selection.name.value
-                if name in fragments and name not in seen:
-                    total += cost(fragments[name].selection_set, multiplier, seen | {name})
-        return total
-
-    return cost(operations[0].selection_set, 1, frozenset())
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        document = context.graphql_document
+        if document is not None and context.result is None:
+            try:
+                operation = cost.select_operation(
+                    document, getattr(context, "_provided_operation_name", None)
+                )
+            except GraphQLError:
+                operation = None
+            coerced = (
+                get_variable_values(
+                    context.schema._schema,
+                    operation.variable_definitions or (),
+                    context.variables or {},
+                )
+                if operation is not None
+                else []
+            )
+            # Variables that do not coerce: execution reports them, and runs nothing.
+            if operation is not None and not isinstance(coerced, list):
+                over = cost.over_node_limit(
+                    cost.node_cost(
+                        context.schema._schema, document, operation, coerced, self.settings
+                    ),
+                    self.settings,
+                )
+                if over is not None:
+                    context.result = ExecutionResult(data=None, errors=[over])
+        yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import strawberry
@@ -15,7 +16,7 @@ from strawberry.extensions import (
 )
 from strawberry.tools import merge_types
 
-from api.extensions import NodeLimit, OperationTransaction, SqlStatements
+from api.extensions import OperationLimits, OperationTransaction, SqlStatements
 from api.mutations.auth import AuthMutations
 from api.mutations.comments import CommentMutations
 from api.mutations.organizations import OrganizationMutations
@@ -29,6 +30,18 @@ from api.types.organizations import Organization
 from api.types.projects import Project
 from api.types.tasks import Task
 from api.types.users import Member, User
+
+
+class CheckedValidationCache(ValidationCache):
+    """Strawberry's validation cache, which does not validate (nor overwrite the error of) a
+    document that ``OperationLimits`` already refused."""
+
+    def on_validate(self) -> Iterator[None]:
+        if self.execution_context.pre_execution_errors is not None:
+            yield
+            return
+        yield from super().on_validate()
+
 
 Mutation = merge_types(
     "Mutation",
@@ -54,10 +67,12 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
             # Parsing and validating the same document again is wasted work: both are cached
             # (the node limit depends on variables, so it is checked at execution instead).
             lambda: ParserCache(maxsize=1000),
-            lambda: ValidationCache(maxsize=1000),
+            # Before validation (the document's bounds) and before the transaction opens (the
+            # node cost).
+            lambda: OperationLimits(settings),
+            lambda: CheckedValidationCache(maxsize=1000),
             lambda: AddValidationRules(limits),
             lambda: MaxTokensLimiter(max_token_count=settings.taskql_max_tokens),
-            lambda: NodeLimit(settings.taskql_max_nodes),  # before the transaction opens
             OperationTransaction,
             SqlStatements,
         ],

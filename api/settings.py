@@ -35,6 +35,13 @@ class Settings(DatabaseSettings):
     taskql_max_tokens: int = Field(default=5000, ge=100)
     #: GitHub-style node limit: the sum over connections of first x the parents' firsts.
     taskql_max_nodes: int = Field(default=20_000, ge=100)
+    #: Field selections of an operation once its fragments are expanded (api.cost).
+    taskql_max_fields: int = Field(default=2_000, ge=100)
+    #: Deepest task tree the node cost assumes for `Task.ancestors` (api.cost).
+    taskql_max_task_depth: int = Field(default=100, ge=1)
+    #: Introspection (`__schema`, `__type`) and the GraphiQL page for anonymous callers.
+    #: Off in production if the schema is not public; signed-in callers keep introspection.
+    taskql_public_introspection: bool = True
     #: statement_timeout inside a GraphQL operation's transaction.
     taskql_request_statement_timeout_ms: int = Field(default=3000, ge=0)
     #: Report the operation's SQL statement count in the response's `extensions`.

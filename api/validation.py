@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+from db.text import has_visible_text
+
 EMAIL = re.compile(
     r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}$"
@@ -12,6 +14,8 @@ EMAIL = re.compile(
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 256
+#: Tasks one `createTasks` call may create.
+MAX_BULK_TASKS = 1000
 
 
 def email_problem(email: str) -> str | None:
@@ -35,7 +39,7 @@ def password_problem(password: str) -> str | None:
 
 
 def text_problem(value: str, limit: int) -> str | None:
-    if not value.strip():
+    if not has_visible_text(value):
         return "must not be blank"
     if len(value) > limit:
         return f"must be at most {limit} characters"

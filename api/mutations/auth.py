@@ -74,8 +74,20 @@ async def _start_session(info: Info, user_id: UUID) -> tuple[str, datetime]:
     return token, expires_at
 
 
+#: Sign-up and log-in create a session for someone else than the request's caller.
+ALREADY_SIGNED_IN = "already signed in: send this mutation without an Authorization header"
+
+
+def _require_anonymous(info: Info) -> None:
+    """The actor of a request is the caller it authenticated, fixed for the whole operation:
+    an authenticated request cannot start acting as another account."""
+    if info.context.auth.viewer is not None:
+        raise Failed(invalid(ALREADY_SIGNED_IN))
+
+
 async def _as_user(info: Info, user_id: UUID) -> None:
-    await info.context.db.execute("SELECT set_config('app.user_id', $1, true)", str(user_id))
+    """Name the acting user of this (anonymous) transaction; the database refuses a second."""
+    await info.context.db.execute("SELECT app_act_as($1)", user_id)
 
 
 @strawberry.type
@@ -83,6 +95,7 @@ class AuthMutations:
     @strawberry.mutation(description="Create an account and log in.")
     async def sign_up(self, info: Info, input: SignUpInput) -> AuthPayload:
         async with mutation(info) as run:
+            _require_anonymous(info)
             email = input.email.strip()
             problems = [
                 invalid(p, f)
@@ -109,6 +122,7 @@ class AuthMutations:
     async def log_in(self, info: Info, input: LogInInput) -> AuthPayload:
         context = info.context
         async with mutation(info) as run:
+            _require_anonymous(info)
             email = input.email.strip().lower()
             for key, limiter in (
                 (f"email:{email}", context.limiter),

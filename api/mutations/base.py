@@ -1,7 +1,9 @@
 """Running a mutation: in a savepoint, with expected failures turned into typed errors.
 
 A mutation that fails marks the operation failed, and the transaction extension rolls the
-whole operation back: a failed mutation never leaves a partial write.
+whole operation back: a failed mutation never leaves a partial write. The payloads of the
+operation's other mutations then say so (``rolled_back``): a client is never told that a
+write happened that did not.
 """
 
 from __future__ import annotations
@@ -9,8 +11,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any, TypeAlias
 
 import asyncpg
+from graphql import (
+    FieldNode,
+    FragmentSpreadNode,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLResolveInfo,
+    InlineFragmentNode,
+    SelectionSetNode,
+    get_named_type,
+)
 
 from api import errors
 from api.auth import Tenant, Viewer
@@ -73,6 +87,11 @@ _CONSTRAINTS = {
     "tasks_title_present": (validation, "title", "must not be blank"),
     "task_comments_task_fkey": (not_found, "taskId", "no such task"),
     "task_comments_content_present": (validation, "content", "must not be blank"),
+    "users_display_name_visible": (validation, "displayName", "must not be blank"),
+    "organizations_name_visible": (validation, "name", "must not be blank"),
+    "projects_name_visible": (validation, "name", "must not be blank"),
+    "tasks_title_visible": (validation, "title", "must not be blank"),
+    "task_comments_content_visible": (validation, "content", "must not be blank"),
 }
 
 
@@ -117,3 +136,81 @@ async def mutation(info: Info) -> AsyncIterator[Run]:
         run.errors = [_database_error(exc)]
     if run.errors:
         info.context.failed = True
+    else:
+        info.context.completed_mutations.append(info._raw_info)
+
+
+ResolveInfo: TypeAlias = GraphQLResolveInfo[Any]
+
+ROLLED_BACK_MESSAGE = (
+    "not saved: another mutation of this operation failed, so the whole operation was rolled back"
+)
+
+
+def rolled_back(data: dict[str, Any] | None, completed: list[ResolveInfo]) -> None:
+    """Rewrite, in ``data``, the payload of every mutation that completed in an operation that
+    was then rolled back: its objects become null (empty lists, ``false``) and its
+    ``errors`` hold one RolledBackError, in the shape the client selected."""
+    if data is None:
+        return
+    for info in completed:
+        key = info.path.key
+        if not isinstance(key, str) or data.get(key) is None:
+            continue
+        payload_type = get_named_type(info.return_type)
+        assert isinstance(payload_type, GraphQLObjectType)
+        data[key] = _payload(info, payload_type)
+
+
+def _selected(
+    info: ResolveInfo, selection_sets: list[SelectionSetNode], type_names: set[str]
+) -> list[FieldNode]:
+    """The fields of these selection sets that apply to ``type_names`` (fragments expanded)."""
+    fields: list[FieldNode] = []
+    for selection_set in selection_sets:
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                fields.append(selection)
+            elif isinstance(selection, InlineFragmentNode):
+                condition = selection.type_condition
+                if condition is None or condition.name.value in type_names:
+                    fields += _selected(info, [selection.selection_set], type_names)
+            elif isinstance(selection, FragmentSpreadNode):
+                fragment = info.fragments.get(selection.name.value)
+                if fragment is not None and fragment.type_condition.name.value in type_names:
+                    fields += _selected(info, [fragment.selection_set], type_names)
+    return fields
+
+
+def _payload(info: ResolveInfo, payload_type: GraphQLObjectType) -> dict[str, Any]:
+    sets = [n.selection_set for n in info.field_nodes if n.selection_set is not None]
+    rendered: dict[str, Any] = {}
+    for node in _selected(info, sets, {payload_type.name}):
+        key = node.alias.value if node.alias else node.name.value
+        name = node.name.value
+        if name == "__typename":
+            rendered[key] = payload_type.name
+        elif name == "errors":
+            rendered[key] = [_rolled_back_error(info, node)]
+        else:
+            field_type = payload_type.fields[name].type
+            if isinstance(field_type, GraphQLNonNull):
+                inner = field_type.of_type
+                rendered[key] = [] if isinstance(inner, GraphQLList) else False
+            else:
+                rendered[key] = None
+    return rendered
+
+
+def _rolled_back_error(info: ResolveInfo, node: FieldNode) -> dict[str, Any]:
+    values = {
+        "__typename": "RolledBackError",
+        "message": ROLLED_BACK_MESSAGE,
+        "code": errors.ROLLED_BACK,
+        "path": [],
+    }
+    sets = [node.selection_set] if node.selection_set is not None else []
+    return {
+        (f.alias.value if f.alias else f.name.value): values.get(f.name.value)
+        for f in _selected(info, sets, {"UserError", "RolledBackError"})
+    }

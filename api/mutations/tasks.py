@@ -19,7 +19,7 @@ from api.types.tasks import Task
 from db.queries import tasks
 from db.uuid7 import uuid7
 
-MAX_BULK = 1000
+MAX_BULK = validation.MAX_BULK_TASKS
 
 
 @strawberry.input

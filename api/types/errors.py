@@ -11,7 +11,7 @@ from api import errors
 class UserError:
     message: str
     code: str = strawberry.field(
-        description="UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, BAD_USER_INPUT, CONFLICT or RATE_LIMITED."
+        description="UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, BAD_USER_INPUT, CONFLICT, RATE_LIMITED or ROLLED_BACK."
     )
     path: list[str] = strawberry.field(description='Where in the input, e.g. ["input", "title"].')
 
@@ -48,6 +48,14 @@ class RateLimitedError(UserError):
     retry_after_seconds: int
 
 
+@strawberry.type(
+    description="This mutation did its part, but another mutation of the same operation "
+    "failed, so the whole operation was rolled back: nothing of it was written."
+)
+class RolledBackError(UserError):
+    pass
+
+
 @strawberry.type(description="Log in first.")
 class UnauthenticatedError(UserError):
     pass
@@ -76,6 +84,7 @@ def cycle(message: str, *path: str) -> CycleError:
 
 
 ALL = (
+    RolledBackError,
     ValidationError,
     NotFoundError,
     ConflictError,

@@ -465,7 +465,17 @@ async def test_a_failed_mutation_rolls_back_the_whole_operation(api: Api, org_a:
         {"p": org_a.project, "t": org_a.task(0)},
         as_=(org_a, "member"),
     )
-    assert body["data"]["first"]["task"] is not None
+    # The first mutation did its part, then the second failed: the first's payload must not
+    # report a task that was rolled back (issue 11, finding 4).
+    assert body["data"]["first"] == {
+        "task": None,
+        "errors": [
+            {
+                "message": "not saved: another mutation of this operation failed, so the "
+                "whole operation was rolled back"
+            }
+        ],
+    }
     assert body["data"]["second"]["errors"] == [{"__typename": "CycleError"}]
     search = await api(
         'query { search(text: "Written then undone", first: 5) { totalCount } }',
