@@ -81,7 +81,9 @@ class TaskqlGraphQL(GraphQL[Context, None]):
         # No WebSocket protocols: every operation goes through the authenticating middleware
         # over HTTP (subscriptions are not offered yet).
         schema = build_schema(settings)
-        super().__init__(schema, graphql_ide="graphiql", subscription_protocols=())
+        # GraphiQL only where the schema is public (TASKQL_PUBLIC_INTROSPECTION).
+        ide = "graphiql" if settings.taskql_public_introspection else None
+        super().__init__(schema, graphql_ide=ide, subscription_protocols=())
         self.settings = settings
         self.compiler = (
             Compiler(schema._schema, settings) if settings.taskql_compiled_queries else None
