@@ -82,8 +82,11 @@ class TaskqlGraphQL(GraphQL[Context, None]):
         # over HTTP (subscriptions are not offered yet).
         schema = build_schema(settings)
         # GraphiQL only where the schema is public (TASKQL_PUBLIC_INTROSPECTION).
-        ide = "graphiql" if settings.taskql_public_introspection else None
-        super().__init__(schema, graphql_ide=ide, subscription_protocols=())
+        super().__init__(
+            schema,
+            graphql_ide="graphiql" if settings.taskql_public_introspection else None,
+            subscription_protocols=(),
+        )
         self.settings = settings
         self.compiler = (
             Compiler(schema._schema, settings) if settings.taskql_compiled_queries else None
