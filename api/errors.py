@@ -18,6 +18,8 @@ NOT_FOUND = "NOT_FOUND"
 BAD_USER_INPUT = "BAD_USER_INPUT"
 CONFLICT = "CONFLICT"
 RATE_LIMITED = "RATE_LIMITED"
+#: A store the request needs (the database, the rate-limit counters) is not answering.
+SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
 CODES = (
     UNAUTHENTICATED,
@@ -26,6 +28,7 @@ CODES = (
     BAD_USER_INPUT,
     CONFLICT,
     RATE_LIMITED,
+    SERVICE_UNAVAILABLE,
     INTERNAL_SERVER_ERROR,
 )
 
@@ -67,6 +70,12 @@ class RateLimited(ApiError):
     """Too many attempts; retry later."""
 
     code = RATE_LIMITED
+
+
+class ServiceUnavailable(ApiError):
+    """A store the request needs is not answering; retry later."""
+
+    code = SERVICE_UNAVAILABLE
 
 
 def error_body(code: str, message: str, **extensions: Any) -> bytes:
