@@ -98,8 +98,10 @@ async def tenant_b(pool: asyncpg.Pool) -> Tenant:
     return await seed_tenant("b")
 
 
-#: The machine's Redis (CI's too); REDIS_URL overrides it for the tests that need Redis.
-TEST_REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+#: The machine's Redis (CI's too); REDIS_URL overrides it for the tests that ask for it. It
+#: is taken out of the environment: every other test (and subprocess) counts in memory,
+#: never under a shared prefix nobody cleans.
+TEST_REDIS_URL = os.environ.pop("REDIS_URL", None) or "redis://127.0.0.1:6379/0"
 #: Every key this run writes starts with it; each test adds its own part and deletes its keys.
 RUN_PREFIX = f"taskql-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
