@@ -62,6 +62,11 @@ def storage_for(settings: Settings) -> Storage:
     return MemoryStorage()
 
 
+def _email_key(email: str) -> str:
+    """The e-mail as counted: normalised as log-in looks it up, at most an address's length."""
+    return email.strip().lower()[:320]
+
+
 class LoginLimits:
     """Attempt limits shared by ``logIn`` and ``changePassword`` (a guess is a guess)."""
 
@@ -91,7 +96,7 @@ class LoginLimits:
 
         Raises LimiterUnavailable when the store does not answer.
         """
-        email = email.strip().lower()
+        email = _email_key(email)
         address = client_ip or "unknown"
         for limit, keys in (
             (self.pair, (email, address)),
@@ -112,9 +117,7 @@ class LoginLimits:
     async def succeeded(self, email: str, client_ip: str | None) -> None:
         """The password was right: that pair starts afresh (the ceilings keep counting)."""
         try:
-            await self._strategy.clear(
-                self.pair.item, email.strip().lower(), client_ip or "unknown"
-            )
+            await self._strategy.clear(self.pair.item, _email_key(email), client_ip or "unknown")
         except StorageError as exc:
             _log.warning("could not clear a log-in pair counter: %s", exc)
 
