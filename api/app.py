@@ -26,7 +26,7 @@ from api.context import Context
 from api.errors import INTERNAL_SERVER_ERROR, error_body
 from api.extensions import coded_errors, operation_context
 from api.middleware import TaskqlMiddleware
-from api.ratelimit import RateLimiter
+from api.ratelimit import LoginLimits
 from api.schema import build_schema
 from api.settings import Settings, get_settings
 from db.engine import DB
@@ -91,12 +91,7 @@ class TaskqlGraphQL(GraphQL[Context, None]):
         self.compiler = (
             Compiler(schema._schema, settings) if settings.taskql_compiled_queries else None
         )
-        self.limiter = RateLimiter(
-            settings.taskql_login_attempts_per_email, settings.taskql_login_window_seconds
-        )
-        self.ip_limiter = RateLimiter(
-            settings.taskql_login_attempts_per_ip, settings.taskql_login_window_seconds
-        )
+        self.login_limits = LoginLimits(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """POSTed queries that ``api.compiler`` can answer in one statement skip GraphQL
@@ -181,8 +176,7 @@ class TaskqlGraphQL(GraphQL[Context, None]):
             response=response,
             auth=auth,
             settings=self.settings,
-            limiter=self.limiter,
-            ip_limiter=self.ip_limiter,
+            login_limits=self.login_limits,
         )
 
     async def process_result(
@@ -228,11 +222,23 @@ def tune_gc(settings: Settings) -> None:
 
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    """Open the bounded pool as the server role; close it on shutdown.
+    """Open the bounded pool as the server role; close it (and the rate-limit store's
+    connections) on shutdown.
 
     A pool opened by the caller (the test suite) is used as it is and left open.
     """
     tune_gc(get_settings())
+    try:
+        async with _database():
+            yield
+    finally:
+        limits: LoginLimits | None = getattr(app.state, "login_limits", None)
+        if limits is not None:
+            await limits.close()
+
+
+@asynccontextmanager
+async def _database() -> AsyncIterator[None]:
     owned = DB.pool is None
     if owned:
         if DB.dsn is None:
@@ -270,7 +276,7 @@ async def healthz(request: Request) -> JSONResponse:
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     graphql = TaskqlGraphQL(settings)
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
@@ -280,7 +286,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 TaskqlMiddleware,
                 max_body_bytes=settings.taskql_max_body_bytes,
                 statement_timeout_ms=settings.taskql_request_statement_timeout_ms,
+                trusted_proxies=settings.taskql_trusted_proxies,
             )
         ],
         lifespan=lifespan,
     )
+    app.state.login_limits = graphql.login_limits
+    return app

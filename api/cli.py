@@ -170,6 +170,21 @@ def serve(
     # uvicorn re-raises SIGTERM after its graceful shutdown; exiting through SystemExit
     # instead lets atexit stop the embedded PostgreSQL.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    typer.echo(
+        "Log-in limits: "
+        + (
+            f"in Redis at {_redis_place(settings.redis_url)}"
+            if settings.redis_url
+            else "in process memory"
+        )
+        + (
+            f"; X-Forwarded-For believed from {', '.join(map(str, settings.taskql_trusted_proxies))}"
+            if settings.taskql_trusted_proxies
+            else "; client address: the socket peer (no trusted proxies)"
+        )
+    )
+    for line in limits_notice(settings, workers):
+        typer.secho(f"taskql: warning: {line}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"Ready for uvicorn in {time.perf_counter() - started:.1f} s")
     typer.echo(f"GraphiQL: http://{host}:{port}/graphql   health: http://{host}:{port}/healthz")
     uvicorn.run(
@@ -179,7 +194,33 @@ def serve(
         port=port,
         workers=workers,
         log_level=settings.taskql_log_level,
+        **UVICORN_OPTIONS,
     )
+
+
+#: uvicorn must leave ``scope["client"]`` the socket peer: whom to believe about forwarded
+#: addresses is decided in one place, the middleware, from TASKQL_TRUSTED_PROXIES (uvicorn's
+#: default believes X-Forwarded-For from 127.0.0.1, which let any local caller forge it).
+UVICORN_OPTIONS: dict[str, Any] = {"proxy_headers": False, "server_header": False}
+
+
+def _redis_place(url: str) -> str:
+    """Where Redis is, without the password a URL may carry."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 6379}{parts.path}"
+
+
+def limits_notice(settings: Settings, workers: int) -> list[str]:
+    """What an operator must know about the log-in limits of this start-up."""
+    if workers > 1 and not settings.redis_url:
+        return [
+            f"{workers} workers and no REDIS_URL: log-in limits are counted per process, "
+            f"so each limit admits up to {workers} times its attempts; set REDIS_URL to "
+            "share them"
+        ]
+    return []
 
 
 # -------------------------------------------------------------------------------- migrate

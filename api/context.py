@@ -18,7 +18,7 @@ from db.executor import Executor
 
 if TYPE_CHECKING:
     from api.loaders import Loaders
-    from api.ratelimit import RateLimiter
+    from api.ratelimit import LoginLimits
 
 
 @dataclass
@@ -27,9 +27,8 @@ class Context:
     response: Response | None
     auth: Auth
     settings: Settings
-    #: Log-in attempts per e-mail, and per client address.
-    limiter: RateLimiter
-    ip_limiter: RateLimiter
+    #: Log-in protection (logIn, changePassword): see api.ratelimit.
+    login_limits: LoginLimits
     #: Set by the transaction extension around execution.
     transaction: Transaction | None = None
     executor: Executor | None = None

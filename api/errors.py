@@ -20,6 +20,8 @@ CONFLICT = "CONFLICT"
 RATE_LIMITED = "RATE_LIMITED"
 #: A mutation payload of an operation that was rolled back because another part failed.
 ROLLED_BACK = "ROLLED_BACK"
+#: A store the request needs (the database, the rate-limit counters) is not answering.
+SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
 CODES = (
     UNAUTHENTICATED,
@@ -29,6 +31,7 @@ CODES = (
     CONFLICT,
     RATE_LIMITED,
     ROLLED_BACK,
+    SERVICE_UNAVAILABLE,
     INTERNAL_SERVER_ERROR,
 )
 
@@ -70,6 +73,12 @@ class RateLimited(ApiError):
     """Too many attempts; retry later."""
 
     code = RATE_LIMITED
+
+
+class ServiceUnavailable(ApiError):
+    """A store the request needs is not answering; retry later."""
+
+    code = SERVICE_UNAVAILABLE
 
 
 def error_body(code: str, message: str, **extensions: Any) -> bytes:

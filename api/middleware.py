@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from ipaddress import ip_address
+from collections.abc import Sequence
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
 import asyncpg
 from starlette.requests import ClientDisconnect
@@ -40,8 +41,10 @@ class TaskqlMiddleware:
         max_body_bytes: int = 1_000_000,
         paths: tuple[str, ...] = ("/graphql",),
         statement_timeout_ms: int | None = None,
+        trusted_proxies: Sequence[IPv4Network | IPv6Network] = (),
     ) -> None:
         self.app = app
+        self.trusted_proxies = tuple(trusted_proxies)
         self.max_body_bytes = max_body_bytes
         self.paths = paths
         self.statement_timeout_ms = statement_timeout_ms
@@ -55,7 +58,15 @@ class TaskqlMiddleware:
         client = scope.get("client")
         auth = Auth(
             request_id=request_id,
-            client_ip=_valid_ip(client[0] if client else None),
+            client_ip=client_address(
+                client[0] if client else None,
+                [
+                    v.decode("latin-1")
+                    for k, v in scope["headers"]
+                    if k.lower() == b"x-forwarded-for"
+                ],
+                self.trusted_proxies,
+            ),
             user_agent=headers.get("user-agent"),
         )
 
@@ -174,9 +185,52 @@ def _request_id(given: str | None) -> str:
     return uuid.uuid4().hex
 
 
-def _valid_ip(value: str | None) -> str | None:
+def client_address(
+    peer: str | None,
+    forwarded_for: Sequence[str],
+    trusted: Sequence[IPv4Network | IPv6Network],
+) -> str | None:
+    """The client's address: the socket peer, unless the peer is a trusted proxy; then the
+    right-most address of X-Forwarded-For that is not a trusted proxy (each proxy appends
+    the address it saw, so everything left of the first untrusted hop is the client's say).
+
+    This is the one place the rule lives: uvicorn runs with ``proxy_headers=False``, so
+    ``scope["client"]`` is always the socket peer. A hop that is not an address ends the
+    walk at the last trusted hop, which is then the best address anyone vouches for.
+    """
+    address = _parse_ip(peer)
+    if address is None or not _trusted(address, trusted):
+        return str(address) if address is not None else None
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
+    for hop in reversed(hops):
+        parsed = _parse_ip(hop)
+        if parsed is None:
+            break
+        address = parsed
+        if not _trusted(parsed, trusted):
+            break
+    return str(address)
+
+
+def _trusted(
+    address: IPv4Address | IPv6Address, trusted: Sequence[IPv4Network | IPv6Network]
+) -> bool:
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address.version == network.version and address in network for network in trusted)
+
+
+def _parse_ip(value: str | None) -> IPv4Address | IPv6Address | None:
+    """An address, also in the forms proxies write: ``1.2.3.4:80``, ``[::1]:80``."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.startswith("[") and "]" in value:
+        value = value[1 : value.index("]")]
+    elif value.count(":") == 1:
+        value = value.partition(":")[0]
     try:
-        return str(ip_address(value)) if value else None
+        return ip_address(value)
     except ValueError:
         return None
 

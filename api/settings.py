@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from db.settings import DatabaseSettings
 
@@ -23,10 +26,22 @@ class Settings(DatabaseSettings):
 
     #: Sessions (bearer tokens) expire after this many seconds.
     taskql_session_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
-    #: Log-in attempts allowed per e-mail / per client address, per window.
-    taskql_login_attempts_per_email: int = Field(default=10, ge=1)
+    #: Peers whose X-Forwarded-For is believed (IPs or CIDRs, comma-separated); none by
+    #: default: the client address is the socket peer. See docs/architecture/api.md.
+    taskql_trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = ()
+    #: Shared rate-limit counters (``redis://host:port/db``); unset: in process memory,
+    #: right only for one process.
+    redis_url: str | None = None
+    #: Prefix of every rate-limit key in Redis (one per deployment sharing a Redis).
+    taskql_rate_limit_prefix: str = "taskql"
+    #: Log-in protection (logIn and changePassword; docs/architecture/api.md): attempts per
+    #: (e-mail, address) pair and per address per TASKQL_LOGIN_WINDOW_SECONDS, and a slower
+    #: ceiling per e-mail from all addresses per TASKQL_LOGIN_EMAIL_WINDOW_SECONDS.
+    taskql_login_attempts_per_pair: int = Field(default=10, ge=1)
     taskql_login_attempts_per_ip: int = Field(default=50, ge=1)
     taskql_login_window_seconds: int = Field(default=300, ge=1)
+    taskql_login_attempts_per_email: int = Field(default=200, ge=1)
+    taskql_login_email_window_seconds: int = Field(default=3600, ge=1)
 
     #: Limits on every operation.
     taskql_max_body_bytes: int = Field(default=1_000_000, ge=1024)
@@ -51,6 +66,29 @@ class Settings(DatabaseSettings):
     #: Garbage collector generation-0 threshold for server processes (Python's default is
     #: 2,000); 0 leaves the collector alone. See docs/performance.md.
     taskql_gc_threshold: int = Field(default=5_000, ge=0)
+
+    @field_validator("taskql_trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in value.replace(",", " ").split() if part]
+        if isinstance(value, list | tuple):
+            return tuple(ip_network(str(part), strict=False) for part in value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_address_cannot_reach_the_email_ceiling(self) -> Settings:
+        """The per-e-mail ceiling must stay above what one address may send in its window:
+        otherwise an attacker at one address could lock the owner out everywhere."""
+        windows = -(-self.taskql_login_email_window_seconds // self.taskql_login_window_seconds)
+        if self.taskql_login_attempts_per_pair * windows >= self.taskql_login_attempts_per_email:
+            raise ValueError(
+                "TASKQL_LOGIN_ATTEMPTS_PER_EMAIL must exceed TASKQL_LOGIN_ATTEMPTS_PER_PAIR "
+                "times the pair windows in TASKQL_LOGIN_EMAIL_WINDOW_SECONDS "
+                f"({self.taskql_login_attempts_per_pair} x {windows}): one address alone "
+                "could lock an account out from everywhere"
+            )
+        return self
 
 
 @lru_cache(maxsize=1)

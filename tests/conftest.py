@@ -9,12 +9,15 @@ every migration on it.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import pytest
 
+from api.settings import Settings
 from db.engine import DB
 from db.migrate import runner
 from db.settings import get_database_settings
@@ -93,3 +96,54 @@ async def tenant_a(pool: asyncpg.Pool) -> Tenant:
 @pytest.fixture
 async def tenant_b(pool: asyncpg.Pool) -> Tenant:
     return await seed_tenant("b")
+
+
+#: The machine's Redis (CI's too); REDIS_URL overrides it for the tests that ask for it. It
+#: is taken out of the environment: every other test (and subprocess) counts in memory,
+#: never under a shared prefix nobody cleans.
+TEST_REDIS_URL = os.environ.pop("REDIS_URL", None) or "redis://127.0.0.1:6379/0"
+#: Every key this run writes starts with it; each test adds its own part and deletes its keys.
+RUN_PREFIX = f"taskql-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    url: str
+    prefix: str
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Settings that point the rate limits at this Redis and prefix."""
+        return Settings(redis_url=self.url, taskql_rate_limit_prefix=self.prefix, **overrides)
+
+    def env(self) -> dict[str, str]:
+        return {"REDIS_URL": self.url, "TASKQL_RATE_LIMIT_PREFIX": self.prefix}
+
+
+async def redis_keys(target: RedisTarget) -> list[bytes]:
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(target.url)
+    try:
+        return [key async for key in client.scan_iter(match=f"{target.prefix}*")]
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def redis_target() -> AsyncIterator[RedisTarget]:
+    """The real Redis, under a key prefix of this test's own; its keys are deleted after."""
+    import redis.asyncio
+
+    target = RedisTarget(TEST_REDIS_URL, f"{RUN_PREFIX}-{uuid.uuid4().hex[:8]}")
+    client = redis.asyncio.Redis.from_url(target.url, socket_connect_timeout=2)
+    try:
+        try:
+            await client.ping()  # type: ignore[misc]  # redis types it as bool | Awaitable
+        except redis.RedisError as exc:
+            pytest.fail(f"Redis is needed at {target.url} (set REDIS_URL): {exc}")
+        yield target
+        keys = [key async for key in client.scan_iter(match=f"{target.prefix}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from db.settings import pool_size_for
-from tests.conftest import ScratchDatabase
+from tests.conftest import RedisTarget, ScratchDatabase, redis_keys
 
 
 def free_port() -> int:
@@ -116,6 +116,43 @@ def test_serve_on_an_external_database_answers_queries(test_database: ScratchDat
     finally:
         output = stop(process)
     assert "Traceback" not in output
+    # Two workers and no REDIS_URL: the operator is told the limits are per process.
+    assert "log-in limits are counted per process" in output
+
+
+LOG_IN = """mutation($email: String!) {
+  logIn(input: {email: $email, password: "wrong password"}) { token errors { code } }
+}"""
+
+
+async def test_two_workers_share_the_log_in_limits_through_redis(
+    test_database: ScratchDatabase, redis_target: RedisTarget
+) -> None:
+    """Guards: with TASKQL_WORKERS=2 each worker counted alone (20 attempts admitted per
+    e-mail, not 10), and a forged X-Forwarded-For from loopback was believed. A real
+    `taskql serve` with two workers and REDIS_URL: each attempt on a new connection (the
+    kernel spreads them over both workers), each with another forged address."""
+    env = {**test_database.env(), "TASKQL_WORKERS": "2", **redis_target.env()}
+    process, port = serve(env, "--no-demo")
+    try:
+        wait_healthy(process, port)
+        email = f"victim-{os.getpid()}-{port}@example.test"
+        seen = []
+        for i in range(12):
+            async with httpx.AsyncClient(timeout=10) as client:
+                response = await client.post(
+                    f"http://127.0.0.1:{port}/graphql",
+                    json={"query": LOG_IN, "variables": {"email": email}},
+                    headers={"X-Forwarded-For": f"203.0.113.{i + 1}"},
+                )
+            assert response.status_code == 200, response.text
+            seen.append(response.json()["data"]["logIn"]["errors"][0]["code"])
+        assert await redis_keys(redis_target)
+    finally:
+        output = stop(process)
+    assert seen == ["BAD_USER_INPUT"] * 10 + ["RATE_LIMITED"] * 2
+    assert "Traceback" not in output
+    assert "per process" not in output
 
 
 def test_pools_together_keep_about_two_connections_per_database_core() -> None:

@@ -13,6 +13,7 @@ import strawberry
 from api import errors, validation
 from api.context import Info
 from api.mutations.base import Failed, mutation
+from api.ratelimit import LimiterUnavailable
 from api.types.errors import RateLimitedError, UserError
 from api.types.errors import validation as invalid
 from api.types.users import User
@@ -85,6 +86,31 @@ def _require_anonymous(info: Info) -> None:
         raise Failed(invalid(ALREADY_SIGNED_IN))
 
 
+async def _limited(info: Info, email: str) -> AuthPayload | None:
+    """Count a password attempt against the log-in limits (api.ratelimit), before any
+    statement and any argon2 work; the refusal payload when over a limit."""
+    context = info.context
+    try:
+        retry_after = await context.login_limits.attempt(email, context.auth.client_ip)
+    except LimiterUnavailable:
+        raise errors.ServiceUnavailable(
+            "log-in is unavailable for a moment; try again later", retryAfterSeconds=5
+        ) from None
+    if retry_after is None:
+        return None
+    context.failed = True
+    return AuthPayload(
+        errors=[
+            RateLimitedError(
+                message="too many log-in attempts; try again later",
+                code=errors.RATE_LIMITED,
+                path=[],
+                retry_after_seconds=retry_after,
+            )
+        ]
+    )
+
+
 async def _as_user(info: Info, user_id: UUID) -> None:
     """Name the acting user of this (anonymous) transaction; the database refuses a second."""
     await info.context.db.execute("SELECT app_act_as($1)", user_id)
@@ -121,23 +147,12 @@ class AuthMutations:
     @strawberry.mutation(description="Exchange e-mail and password for a session token.")
     async def log_in(self, info: Info, input: LogInInput) -> AuthPayload:
         context = info.context
+        email = input.email.strip().lower()
+        refused = await _limited(info, email)
+        if refused is not None:
+            return refused
         async with mutation(info) as run:
             _require_anonymous(info)
-            email = input.email.strip().lower()
-            for key, limiter in (
-                (f"email:{email}", context.limiter),
-                (f"ip:{context.auth.client_ip}", context.ip_limiter),
-            ):
-                retry_after = limiter.hit(key)
-                if retry_after is not None:
-                    raise Failed(
-                        RateLimitedError(
-                            message="too many log-in attempts; try again later",
-                            code=errors.RATE_LIMITED,
-                            path=[],
-                            retry_after_seconds=retry_after,
-                        )
-                    )
             candidate = await users.login_candidate(context.db, email)
             stored = candidate["password_hash"] if candidate is not None else _DUMMY_HASH
             valid = await asyncio.to_thread(passwords.verify_password, stored, input.password)
@@ -150,6 +165,7 @@ class AuthMutations:
                 await users.set_password_hash(context.db, user_id, rehashed)
             token, expires_at = await _start_session(info, user_id)
             rows = await users.by_ids(context.db, [user_id])
+            await context.login_limits.succeeded(email, context.auth.client_ip)
             return AuthPayload(token=token, expires_at=expires_at, user=User.from_row(rows[0]))
         return AuthPayload(errors=run.errors)
 
@@ -165,6 +181,11 @@ class AuthMutations:
     )
     async def change_password(self, info: Info, input: ChangePasswordInput) -> AuthPayload:
         context = info.context
+        if context.auth.viewer is not None:
+            # Guesses of the current password count with log-in guesses of the same e-mail.
+            refused = await _limited(info, context.auth.viewer.email)
+            if refused is not None:
+                return refused
         async with mutation(info) as run:
             viewer = run.viewer
             problem = validation.password_problem(input.new_password)
@@ -175,6 +196,7 @@ class AuthMutations:
                 passwords.verify_password, stored, input.current_password
             ):
                 raise Failed(invalid("the current password is wrong", "currentPassword"))
+            await context.login_limits.succeeded(viewer.email, context.auth.client_ip)
             new_hash = await asyncio.to_thread(passwords.hash_password, input.new_password)
             await users.set_password_hash(context.db, viewer.user_id, new_hash)
             await users.revoke_all_sessions(context.db, viewer.user_id)

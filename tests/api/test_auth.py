@@ -88,12 +88,12 @@ async def test_unknown_email_and_wrong_password_get_the_same_answer(api: Api, po
     assert wrong["errors"][0]["message"] == "wrong e-mail or password"
 
 
-async def test_log_in_attempts_are_rate_limited_per_email(pool: object) -> None:
+async def test_log_in_attempts_are_rate_limited_per_email_and_address(pool: object) -> None:
     import httpx
 
     from api.app import create_app
 
-    app = create_app(Settings(taskql_login_attempts_per_email=3))
+    app = create_app(Settings(taskql_login_attempts_per_pair=3))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         api = Api(client)
