@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,8 +33,9 @@ from db.demo import ORGANIZATIONS
 from tests.conftest import ScratchDatabase
 from tests.test_serve import serve, stop, wait_healthy
 
-#: Debian's chromium package; CI installs it (.ci/run). Elsewhere: TASKQL_CHROMIUM=/path.
-CHROMIUM = os.environ.get("TASKQL_CHROMIUM", "/usr/bin/chromium")
+#: Debian's chromium package (/usr/bin/chromium); CI installs it (.ci/run). Another
+#: Chromium: TASKQL_CHROMIUM=/path/to/chromium.
+CHROMIUM = os.environ.get("TASKQL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
