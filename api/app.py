@@ -1,4 +1,5 @@
-"""The ASGI application: Starlette routes, GraphQL at /graphql, health at /healthz."""
+"""The ASGI application: Starlette routes, GraphQL at /graphql (GraphiQL for browsers, its
+assets under /graphql/static), health at /healthz."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.types import ExecutionResult
 
+from api import graphiql
 from api.auth import SCOPE_KEY, TRANSACTION_KEY, Auth
 from api.compiler import Compiler
 from api.context import Context
@@ -35,43 +37,6 @@ from db.targets import resolve
 from db.tenancy import OpenTransaction, request_transaction
 
 _log = logging.getLogger("taskql")
-
-EXAMPLE_QUERY = """# taskql. 1) Run the LogIn mutation (demo password: taskql-demo) and copy the token.
-# 2) In Headers below, send:
-#    {"Authorization": "Bearer <token>", "X-Organization": "acme"}
-#    (`make serve` prints a ready token.) 3) Run ProjectTasks.
-
-mutation LogIn {
-  logIn(input: {email: "alice@acme.test", password: "taskql-demo"}) {
-    token
-    errors { message code }
-  }
-}
-
-query ProjectTasks {
-  organization {
-    name
-    projects(first: 5) {
-      nodes {
-        id
-        name
-        taskCountsByStatus { status count }
-        tasks(first: 20, orderBy: PRIORITY, direction: DESC) {
-          totalCount
-          nodes {
-            title
-            status
-            priority
-            assignee { displayName }
-            comments(first: 3) { nodes { content author { displayName } } }
-          }
-        }
-      }
-    }
-  }
-}
-"""
-EXAMPLE_HEADERS = {"Authorization": "Bearer <token>", "X-Organization": "acme"}
 
 
 class TaskqlGraphQL(GraphQL[Context, None]):
@@ -190,15 +155,8 @@ class TaskqlGraphQL(GraphQL[Context, None]):
         return process_result(result)
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
-        html = self.graphql_ide_html
-        start = html.index("const EXAMPLE_QUERY = `") + len("const EXAMPLE_QUERY = `")
-        end = html.index("`;", start)
-        html = html[:start] + EXAMPLE_QUERY.replace("`", "\\`") + html[end:]
-        html = html.replace(
-            "React.useState(parameters.headers)",
-            f"React.useState(parameters.headers || {json.dumps(json.dumps(EXAMPLE_HEADERS, indent=2))})",
-        )
-        return HTMLResponse(html)
+        """taskql's own GraphiQL page (``api.graphiql``): pinned local assets, no CDN."""
+        return await graphiql.page(request)
 
 
 def tune_gc(settings: Settings) -> None:
@@ -280,6 +238,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route(f"{graphiql.STATIC_PATH}/{{name}}", graphiql.static, methods=["GET", "HEAD"]),
         ],
         middleware=[
             Middleware(
