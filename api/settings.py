@@ -52,8 +52,6 @@ class Settings(DatabaseSettings):
     taskql_max_nodes: int = Field(default=20_000, ge=100)
     #: Field selections of an operation once its fragments are expanded (api.cost).
     taskql_max_fields: int = Field(default=2_000, ge=100)
-    #: Deepest task tree the node cost assumes for `Task.ancestors` (api.cost).
-    taskql_max_task_depth: int = Field(default=100, ge=1)
     #: Introspection (`__schema`, `__type`) and the GraphiQL page for anonymous callers.
     #: Off in production if the schema is not public; signed-in callers keep introspection.
     taskql_public_introspection: bool = True

@@ -95,6 +95,7 @@ class Engine(PostgresEngine):
                 # api.pagination checks them against the ISO form: pin it.
                 "DateStyle": "ISO, MDY",
                 "statement_timeout": str(settings.db_statement_timeout_ms),
+                "taskql.max_task_depth": str(settings.taskql_max_task_depth),
                 "lock_timeout": str(settings.db_lock_timeout_ms),
                 "idle_in_transaction_session_timeout": str(
                     settings.db_idle_in_transaction_timeout_ms

@@ -40,6 +40,10 @@ class DatabaseSettings(BaseSettings):
     db_lock_timeout_ms: int = Field(default=2000, ge=0)
     db_idle_in_transaction_timeout_ms: int = Field(default=10000, ge=0)
     db_application_name: str = "taskql"
+    #: Deepest task tree: the database refuses deeper (``taskql.max_task_depth``, set on every
+    #: server connection from this; migration 18), and the node cost assumes it for
+    #: ``Task.ancestors`` (api.cost).
+    taskql_max_task_depth: int = Field(default=100, ge=1, le=10_000)
     #: 0 disables asyncpg's prepared-statement cache (needed behind PgBouncer < 1.21).
     db_statement_cache_size: int = Field(default=100, ge=0)
 

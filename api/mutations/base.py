@@ -76,6 +76,11 @@ _CONSTRAINTS = {
     "organization_members_user_key": (conflict, "email", "already a member of this organization"),
     "projects_name_present": (validation, "name", "must not be blank"),
     "tasks_no_cycle": (cycle, "parentId", "a task cannot be moved under its own descendant"),
+    "tasks_max_depth": (
+        validation,
+        "parentId",
+        "the task tree would be deeper than its limit (TASKQL_MAX_TASK_DEPTH)",
+    ),
     "tasks_not_own_parent": (cycle, "parentId", "a task cannot be its own parent"),
     "tasks_assignee_fkey": (
         validation,
