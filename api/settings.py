@@ -23,6 +23,8 @@ class Settings(DatabaseSettings):
 
     #: Sessions (bearer tokens) expire after this many seconds.
     taskql_session_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    #: Invitations to an organization expire after this many seconds (default 7 days).
+    taskql_invitation_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     #: Log-in attempts allowed per e-mail / per client address, per window.
     taskql_login_attempts_per_email: int = Field(default=10, ge=1)
     taskql_login_attempts_per_ip: int = Field(default=50, ge=1)
