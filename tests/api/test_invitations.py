@@ -323,7 +323,8 @@ async def test_expired_revoked_and_declined_invitations_cannot_be_accepted(
         "invitation { status revokedAt }",
         as_=(org_a, "admin"),
     )
-    assert gone["errors"] == [] and gone["invitation"]["status"] == "REVOKED"
+    assert gone["errors"] == []
+    assert gone["invitation"]["status"] == "REVOKED"
     assert gone["invitation"]["revokedAt"] is not None
     assert await viewer_invitations(api, invitee) == []
     done = await mutate(api, "acceptInvitation", {"id": revoked}, "member { role }", token=invitee)
