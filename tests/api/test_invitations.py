@@ -439,3 +439,18 @@ async def test_viewer_invitations_fall_back_to_the_resolvers_and_agree(
     known = await api.post("{ viewer { user { email } } }", token=org_b.tokens["admin"])
     assert known.json()["extensions"]["sqlStatements"] == 2
     assert compiled.json()["extensions"]["sqlStatements"] > 2
+
+
+async def test_the_demo_data_has_a_pending_invitation_for_erin(api: Api) -> None:
+    from db import demo
+
+    await demo.load_demo()  # None when another test loaded it already
+    body = await api(
+        'mutation { logIn(input: {email: "erin@globex.test", password: "taskql-demo"}) { token } }'
+    )
+    token = body["data"]["logIn"]["token"]
+    seen = await viewer_invitations(api, token)
+    assert [(n["email"], n["role"], n["organization"]["slug"]) for n in seen] == [
+        ("erin@globex.test", "MEMBER", "acme")
+    ]
+    assert {n["status"] for n in seen} == {"PENDING"}
