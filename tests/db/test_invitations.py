@@ -253,3 +253,43 @@ async def test_one_pending_invitation_per_email_and_every_change_audited(
         ("insert", second, tenant_a.owner_id),
     ]
     assert rows[1]["request_id"] == "revoke-1"
+
+
+async def test_an_invitation_outlives_its_inviter_leaving(
+    tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    """The composite key's SET NULL (invited_by) passes the immutability trigger, and the
+    invitee then joins with no inviter recorded."""
+    inviter = tenant_a.member_id
+    async with tenant_transaction(tenant_a.context()) as tx:
+        await tx.connection.execute(
+            "UPDATE organization_members SET role = 'admin' WHERE organization_id = $1 AND user_id = $2",
+            tenant_a.organization_id,
+            inviter,
+        )
+    async with tenant_transaction(tenant_a.context(user_id=inviter, role="admin")) as tx:
+        invitation = await tx.connection.fetchval(
+            "INSERT INTO organization_invitations (organization_id, email, role, invited_by, expires_at) "
+            "VALUES ($1, $2, 'viewer', $3, now() + interval '1 day') RETURNING id",
+            tenant_a.organization_id,
+            member_email(tenant_b),
+            inviter,
+        )
+    async with tenant_transaction(tenant_a.context()) as tx:
+        removed = await tx.connection.execute(
+            "DELETE FROM organization_members WHERE organization_id = $1 AND user_id = $2",
+            tenant_a.organization_id,
+            inviter,
+        )
+    assert removed == "DELETE 1"
+    async with tenant_transaction(as_user(tenant_b.member_id)) as tx:
+        left = await tx.connection.fetchrow(
+            "SELECT invited_by, accepted_at FROM organization_invitations WHERE id = $1", invitation
+        )
+        await tx.connection.execute(
+            "INSERT INTO organization_members (organization_id, user_id, role, invited_by) "
+            "VALUES ($1, $2, 'viewer', NULL)",
+            tenant_a.organization_id,
+            tenant_b.member_id,
+        )
+    assert dict(left) == {"invited_by": None, "accepted_at": None}
