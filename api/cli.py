@@ -153,7 +153,8 @@ def serve(
         if summary is not None:
             typer.echo(
                 f"Demo data loaded: {summary.organizations} organizations, {summary.users} users, "
-                f"{summary.projects} projects, {summary.tasks} tasks, {summary.comments} comments"
+                f"{summary.projects} projects, {summary.tasks} tasks, {summary.comments} comments, "
+                f"{summary.invitations} pending invitation{'' if summary.invitations == 1 else 's'}"
             )
         typer.echo(
             f"Demo users: {', '.join(demo.USERS)}; password: {demo.DEMO_PASSWORD}; "

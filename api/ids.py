@@ -8,7 +8,16 @@ from uuid import UUID
 
 from api.errors import BadUserInput
 
-NODE_TYPES = ("User", "Organization", "Member", "Project", "Task", "Comment", "AuditEntry")
+NODE_TYPES = (
+    "User",
+    "Organization",
+    "Member",
+    "Invitation",
+    "Project",
+    "Task",
+    "Comment",
+    "AuditEntry",
+)
 
 
 def to_global_id(type_name: str, raw_id: UUID) -> str:

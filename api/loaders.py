@@ -17,7 +17,7 @@ from strawberry.dataloader import DataLoader
 
 from api.pagination import Connection, connection
 from db.executor import Executor
-from db.queries import comments, organizations, projects, tasks, users
+from db.queries import comments, invitations, organizations, projects, tasks, users
 from db.queries.connections import Filter, Source, count_by_parent, no_filter, page_by_parent
 from db.sql import Page
 
@@ -54,6 +54,7 @@ class Loaders:
         self.user = self._by_id(users.by_ids)
         self.organization = self._by_id(organizations.by_ids)
         self.member = self._by_id(organizations.members_by_ids)
+        self.invitation = self._by_id(invitations.by_ids)
         self.project = self._by_id(projects.by_ids)
         self.task = self._by_id(tasks.by_ids)
         self.comment = self._by_id(comments.by_ids)

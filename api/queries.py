@@ -14,6 +14,7 @@ from api.loaders import load_connection, load_one
 from api.pagination import MAX_PAGE, Connection, connection, decode_cursor
 from api.types.audit import AuditEntityType, AuditEntry
 from api.types.comments import Comment
+from api.types.invitations import Invitation
 from api.types.node import Node
 from api.types.organizations import Organization
 from api.types.projects import Project
@@ -40,6 +41,11 @@ async def _node(info: Info, global_id: str) -> Node | None:
     if kind == "Organization":
         row = await loaders.organization.load(raw)
         return Organization.from_row(row) if row else None
+    if kind == "Invitation":
+        # Its organization's admins see it, and so does its invitee, who has no tenant yet.
+        info.context.viewer  # noqa: B018 - authenticated callers only
+        row = await loaders.invitation.load(raw)
+        return Invitation.from_row(row) if row else None
     info.context.tenant  # noqa: B018 - tenant data needs X-Organization
     factories = {
         "Member": (loaders.member, Member.from_row),

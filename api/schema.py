@@ -19,6 +19,7 @@ from strawberry.tools import merge_types
 from api.extensions import OperationLimits, OperationTransaction, SqlStatements
 from api.mutations.auth import AuthMutations
 from api.mutations.comments import CommentMutations
+from api.mutations.invitations import InvitationMutations
 from api.mutations.organizations import OrganizationMutations
 from api.mutations.projects import ProjectMutations
 from api.mutations.tasks import TaskMutations
@@ -26,6 +27,7 @@ from api.queries import Query
 from api.settings import Settings, get_settings
 from api.types import errors as error_types
 from api.types.comments import Comment
+from api.types.invitations import Invitation
 from api.types.organizations import Organization
 from api.types.projects import Project
 from api.types.tasks import Task
@@ -45,7 +47,14 @@ class CheckedValidationCache(ValidationCache):
 
 Mutation = merge_types(
     "Mutation",
-    (AuthMutations, OrganizationMutations, ProjectMutations, TaskMutations, CommentMutations),
+    (
+        AuthMutations,
+        OrganizationMutations,
+        InvitationMutations,
+        ProjectMutations,
+        TaskMutations,
+        CommentMutations,
+    ),
 )
 
 
@@ -62,7 +71,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
-        types=[User, Member, Organization, Project, Task, Comment, *error_types.ALL],
+        types=[User, Member, Invitation, Organization, Project, Task, Comment, *error_types.ALL],
         extensions=[
             # Parsing and validating the same document again is wasted work: both are cached
             # (the node limit depends on variables, so it is checked at execution instead).

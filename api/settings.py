@@ -26,6 +26,8 @@ class Settings(DatabaseSettings):
 
     #: Sessions (bearer tokens) expire after this many seconds.
     taskql_session_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    #: Invitations to an organization expire after this many seconds (default 7 days).
+    taskql_invitation_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     #: Peers whose X-Forwarded-For is believed (IPs or CIDRs, comma-separated); none by
     #: default: the client address is the socket peer. See docs/architecture/api.md.
     taskql_trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = ()

@@ -1,4 +1,6 @@
-"""Demo data: two organizations, five users, projects, a three-level task tree, comments.
+"""Demo data: two organizations, five users, projects, a three-level task tree, comments,
+and one pending invitation (Erin of Globex, invited to Acme by Bob: log in as Erin to see
+it in ``viewer.invitations``).
 
 Loaded through the server role and tenant transactions, exactly as the API writes: row-level
 security checks every row and the audit log records every change with its actor.
@@ -54,6 +56,10 @@ TASK_TREE: list[tuple[str, list[tuple[str, list[str]]]]] = [
 ]
 
 
+#: (organization slug, inviter e-mail, invitee e-mail, role): pending, valid for 7 days.
+INVITATIONS = [("acme", "bob@acme.test", "erin@globex.test", "member")]
+
+
 @dataclass(frozen=True)
 class DemoSummary:
     users: int
@@ -61,6 +67,7 @@ class DemoSummary:
     projects: int
     tasks: int
     comments: int
+    invitations: int
 
 
 def _task_tree(
@@ -125,9 +132,13 @@ async def load_demo() -> DemoSummary | None:
         user_ids[email] = user_id
 
     now = datetime.now(UTC)
-    counts = {"projects": 0, "tasks": 0, "comments": 0}
+    counts = {"projects": 0, "tasks": 0, "comments": 0, "invitations": 0}
+    org_ids: dict[str, UUID] = {}
+    roles: dict[tuple[str, str], str] = {}
     for slug, (org_name, members, project_names) in ORGANIZATIONS.items():
         org_id = uuid7()
+        org_ids[slug] = org_id
+        roles.update({(slug, email): role for email, role in members.items()})
         owner_email = next(e for e, role in members.items() if role == "owner")
         owner = user_ids[owner_email]
         context = TenantContext(
@@ -194,6 +205,24 @@ async def load_demo() -> DemoSummary | None:
                     {tables.TaskComment.content: own[0].content + " (edited: fixed a typo)"}
                 ).where(tables.TaskComment.id == own[0].id)
             counts["comments"] += len(own)
+    for slug, inviter, invitee, role in INVITATIONS:
+        inviter_context = TenantContext(
+            organization_id=org_ids[slug],
+            user_id=user_ids[inviter],
+            role=roles[(slug, inviter)],
+            request_id="demo-seed",
+        )
+        async with request_transaction(inviter_context) as (_, executor):
+            await executor.execute(
+                "INSERT INTO organization_invitations "
+                "(organization_id, email, role, invited_by, expires_at) "
+                "VALUES ($1, $2, $3, $4, now() + interval '7 days')",
+                org_ids[slug],
+                invitee,
+                role,
+                user_ids[inviter],
+            )
+        counts["invitations"] += 1
     return DemoSummary(
         users=len(USERS),
         organizations=len(ORGANIZATIONS),

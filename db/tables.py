@@ -71,6 +71,23 @@ class OrganizationMember(Table, tablename="organization_members", db=DB):
     updated_at = Timestamptz(default=TimestamptzNow())
 
 
+class OrganizationInvitation(Table, tablename="organization_invitations", db=DB):
+    id = _id()
+    organization_id = UUID()
+    #: Whoever signs in with this e-mail (any case) is the invitee.
+    email = Text()
+    #: owner | admin | member | viewer: the role accepting grants.
+    role = Text(default="member")
+    #: A member of the same organization (composite key), or NULL once they left.
+    invited_by = UUID(null=True, default=None)
+    created_at = Timestamptz(default=TimestamptzNow())
+    expires_at = Timestamptz()
+    #: At most one of these is set (CHECK); none: pending.
+    accepted_at = Timestamptz(null=True, default=None)
+    declined_at = Timestamptz(null=True, default=None)
+    revoked_at = Timestamptz(null=True, default=None)
+
+
 class Project(Table, tablename="projects", db=DB):
     id = _id()
     #: Owning tenant; every RLS policy filters on it.

@@ -74,6 +74,13 @@ _CONSTRAINTS = {
     ),
     "organizations_name_present": (validation, "name", "must not be blank"),
     "organization_members_user_key": (conflict, "email", "already a member of this organization"),
+    "organization_invitations_email_format": (validation, "email", "not a valid e-mail address"),
+    "organization_invitations_pending_key": (
+        conflict,
+        "email",
+        "this e-mail already has a pending invitation",
+    ),
+    "organization_invitations_answered": (conflict, "id", "this invitation was already answered"),
     "projects_name_present": (validation, "name", "must not be blank"),
     "tasks_no_cycle": (cycle, "parentId", "a task cannot be moved under its own descendant"),
     "tasks_max_depth": (

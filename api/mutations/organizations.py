@@ -31,12 +31,6 @@ class UpdateOrganizationInput:
 
 
 @strawberry.input
-class AddMemberInput:
-    email: str = strawberry.field(description="E-mail of an existing user.")
-    role: Role = Role.MEMBER
-
-
-@strawberry.input
 class ChangeMemberRoleInput:
     user_id: strawberry.ID
     role: Role
@@ -75,7 +69,7 @@ def _check_name_and_slug(name: str | None, slug: str | None) -> None:
         raise Failed(*problems)
 
 
-def _guard_owner_change(run: Run, target_role: str, new_role: str | None) -> None:
+def guard_owner_change(run: Run, target_role: str, new_role: str | None) -> None:
     """Only owners may touch an owner's membership or make someone an owner."""
     actor = run.tenant("admin")
     if (target_role == "owner" or new_role == "owner") and actor.role != "owner":
@@ -131,20 +125,6 @@ class OrganizationMutations:
             return OrganizationPayload(organization=Organization.from_row(row))
         return OrganizationPayload(errors=run.errors)
 
-    @strawberry.mutation(description="Add an existing user to the current organization (admins).")
-    async def add_member(self, info: Info, input: AddMemberInput) -> MemberPayload:
-        async with mutation(info) as run:
-            _guard_owner_change(run, "", input.role.value)
-            db = info.context.db
-            user_id = await organizations.user_id_by_email(db, input.email.strip())
-            if user_id is None:
-                raise Failed(not_found("no user with this e-mail", "email"))
-            row = await organizations.add_member(
-                db, info.context.scope_id, user_id, input.role.value, run.viewer.user_id
-            )
-            return MemberPayload(member=Member.from_row(row))
-        return MemberPayload(errors=run.errors)
-
     @strawberry.mutation(description="Change a member's role (admins; owners for owner changes).")
     async def change_member_role(self, info: Info, input: ChangeMemberRoleInput) -> MemberPayload:
         async with mutation(info) as run:
@@ -154,7 +134,7 @@ class OrganizationMutations:
             current = await organizations.membership(db, info.context.scope_id, user_id)
             if current is None:
                 raise Failed(not_found("not a member of this organization", "userId"))
-            _guard_owner_change(run, current["role"], input.role.value)
+            guard_owner_change(run, current["role"], input.role.value)
             if (
                 current["role"] == "owner"
                 and input.role is not Role.OWNER
@@ -184,7 +164,7 @@ class OrganizationMutations:
             if current is None:
                 raise Failed(not_found("not a member of this organization", "userId"))
             if user_id != run.viewer.user_id:
-                _guard_owner_change(run, current["role"], None)
+                guard_owner_change(run, current["role"], None)
             if current["role"] == "owner" and await _last_owner(run, user_id):
                 raise Failed(
                     conflict("the last owner cannot leave: make someone else owner first", "userId")

@@ -20,6 +20,7 @@ from api.types.users import User, load_user
 class AuditEntityType(Enum):
     ORGANIZATION = "organizations"
     MEMBER = "organization_members"
+    INVITATION = "organization_invitations"
     PROJECT = "projects"
     TASK = "tasks"
     COMMENT = "task_comments"
@@ -35,6 +36,7 @@ class AuditAction(Enum):
 NODE_TYPE_OF = {
     "organizations": "Organization",
     "organization_members": "Member",
+    "organization_invitations": "Invitation",
     "projects": "Project",
     "tasks": "Task",
     "task_comments": "Comment",

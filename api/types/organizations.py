@@ -14,12 +14,13 @@ from api.loaders import load_connection
 from api.pagination import Connection, page_request
 from api.types.node import Direction, Node, ProjectStatus, node_id
 from api.types.users import OLDEST_FIRST, Member
-from db.queries import projects
+from db.queries import invitations, projects
 from db.queries.organizations import MEMBERS
 from db.queries.projects import PROJECTS
 from db.sql import Order
 
 if TYPE_CHECKING:
+    from api.types.invitations import Invitation
     from api.types.projects import Project
 
 
@@ -73,6 +74,31 @@ class Organization(Node):
     ) -> Connection[Member]:
         page = page_request(OLDEST_FIRST, first, after, last, before)
         return await load_connection(info.context, MEMBERS, self.pk, page, Member.from_row)
+
+    @strawberry.field(
+        description="Pending invitations (expired ones included: see `status`), oldest first "
+        "(admins and owners)."
+    )
+    async def invitations(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Annotated[Invitation, strawberry.lazy("api.types.invitations")]]:
+        from api.types.invitations import Invitation
+
+        info.context.require_role("admin")
+        page = page_request(OLDEST_FIRST, first, after, last, before)
+        return await load_connection(
+            info.context,
+            invitations.BY_ORGANIZATION,
+            self.pk,
+            page,
+            Invitation.from_row,
+            invitations.pending,
+        )
 
     @strawberry.field(description="Projects, live ones only unless the filter says otherwise.")
     async def projects(

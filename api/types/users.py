@@ -17,6 +17,7 @@ from db.queries.organizations import MEMBERSHIPS
 from db.sql import Order
 
 if TYPE_CHECKING:
+    from api.types.invitations import Invitation
     from api.types.organizations import Organization
 
 OLDEST_FIRST = Order("t.created_at", "timestamptz")
@@ -107,3 +108,29 @@ class Viewer:
         return await load_connection(
             info.context, MEMBERSHIPS, self.user_id, page, Member.from_row, tenant_scoped=False
         )
+
+    @strawberry.field(
+        description="Pending, unexpired invitations addressed to your e-mail, in every "
+        "organization, oldest first: accept or decline them."
+    )
+    async def invitations(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Annotated[Invitation, strawberry.lazy("api.types.invitations")]]:
+        from api.pagination import connection
+        from api.types.invitations import Invitation
+        from db.queries import invitations
+
+        context = info.context
+        email = context.viewer.email
+        page = page_request(OLDEST_FIRST, first, after, last, before)
+        rows = await invitations.for_invitee(context.db, email, page)
+
+        async def count() -> int:
+            return await invitations.count_for_invitee(context.db, email)
+
+        return connection(rows, page, Invitation.from_row, count)

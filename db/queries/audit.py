@@ -15,6 +15,7 @@ NEWEST_FIRST = Order("t.created_at", "timestamptz", descending=True)
 ENTITY_TYPES = {
     "ORGANIZATION": "organizations",
     "MEMBER": "organization_members",
+    "INVITATION": "organization_invitations",
     "PROJECT": "projects",
     "TASK": "tasks",
     "COMMENT": "task_comments",

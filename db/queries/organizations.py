@@ -78,29 +78,6 @@ async def membership(
     )
 
 
-async def user_id_by_email(executor: Executor, email: str) -> UUID | None:
-    """An existing user's id by e-mail, for adding them as a member."""
-    from db.queries.users import login_candidate
-
-    row = await login_candidate(executor, email)
-    return row["id"] if row is not None else None
-
-
-async def add_member(
-    executor: Executor, organization_id: UUID, user_id: UUID, role: str, invited_by: UUID
-) -> asyncpg.Record:
-    row = await executor.fetchrow(
-        "INSERT INTO organization_members (organization_id, user_id, role, invited_by) "
-        "VALUES ($1, $2, $3, $4) RETURNING *",
-        organization_id,
-        user_id,
-        role,
-        invited_by,
-    )
-    assert row is not None
-    return row
-
-
 async def lock_owners(executor: Executor, organization_id: UUID) -> list[UUID]:
     """The organization's owners, locked until the transaction ends: two concurrent
     demotions or removals cannot both see another owner left."""

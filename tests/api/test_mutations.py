@@ -79,36 +79,6 @@ async def test_update_organization(api: Api, org_a: Org) -> None:
     assert done == {"organization": {"name": "Renamed", "slug": org_a.slug}, "errors": []}
 
 
-async def test_add_member_by_email(api: Api, org_a: Org, org_b: Org) -> None:
-    added = await run(
-        api,
-        org_a,
-        "admin",
-        "AddMember",
-        {"email": org_b.emails["viewer"], "role": "MEMBER"},
-        "member { role user { email } }",
-    )
-    assert added == {
-        "member": {"role": "MEMBER", "user": {"email": org_b.emails["viewer"]}},
-        "errors": [],
-    }
-    again = await run(
-        api, org_a, "admin", "AddMember", {"email": org_b.emails["viewer"]}, "member { role }"
-    )
-    assert again["errors"][0]["code"] == "CONFLICT"
-    unknown = await run(
-        api, org_a, "admin", "AddMember", {"email": "nobody@nowhere.test"}, "member { role }"
-    )
-    assert unknown["errors"] == [
-        {
-            "__typename": "NotFoundError",
-            "message": "no user with this e-mail",
-            "code": "NOT_FOUND",
-            "path": ["input", "email"],
-        }
-    ]
-
-
 async def test_change_member_role_and_the_last_owner(api: Api, org_a: Org) -> None:
     promoted = await run(
         api,

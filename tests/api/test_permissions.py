@@ -32,6 +32,16 @@ async def fresh_user_email(api: Api, org: Org, role: str) -> dict[str, Any]:
     return {"email": email, "role": "VIEWER"}
 
 
+async def fresh_invitation(api: Api, org: Org, role: str) -> dict[str, Any]:
+    email = f"revoked-{role}-{org.slug}@example.test"
+    body = await api(
+        "mutation($e: String!) { inviteMember(input: {email: $e}) { invitation { id } } }",
+        {"e": email},
+        as_=(org, "admin"),
+    )
+    return {"id": body["data"]["inviteMember"]["invitation"]["id"]}
+
+
 async def members_comment(api: Api, org: Org, role: str) -> dict[str, Any]:
     body = await api(
         'mutation($t: ID!) { addComment(input: {taskId: $t, content: "by member"}) { comment { id } } }',
@@ -68,7 +78,8 @@ def constant(value: dict[str, Any]) -> Factory:
 # mutation -> (minimal role, input factory)
 MATRIX: dict[str, tuple[str, Factory]] = {
     "updateOrganization": ("owner", constant({"name": "Renamed"})),
-    "addMember": ("admin", fresh_user_email),
+    "inviteMember": ("admin", fresh_user_email),
+    "revokeInvitation": ("admin", fresh_invitation),
     "changeMemberRole": ("admin", fresh_member),
     "removeMember": ("admin", lambda api, org, role: _only_user(fresh_member(api, org, role))),
     "createProject": ("admin", constant({"name": "New project"})),

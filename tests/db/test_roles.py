@@ -9,6 +9,7 @@ TABLES = (
     "sessions",
     "organizations",
     "organization_members",
+    "organization_invitations",
     "projects",
     "tasks",
     "task_comments",
@@ -79,6 +80,8 @@ async def test_the_server_role_has_only_the_grants_it_needs(owner: asyncpg.Conne
         "sessions": writable,
         "organizations": writable,
         "organization_members": writable,
+        # Invitations are answered or revoked, never deleted (history; CASCADE with the tenant).
+        "organization_invitations": "INSERT,SELECT,UPDATE",
         "projects": writable,
         "tasks": writable,
         "task_comments": writable,
