@@ -975,6 +975,13 @@ class Compiler:
         if isinstance(coerced, list):
             raise Unsupported("variables do not match their definitions")
         variables = coerced.coerced
+        # The limits first: nothing is rendered for an operation over one.
+        try:
+            node_count = cost.check_operation(
+                self.schema, plan.document, plan.operation, coerced, self.settings
+            )
+        except cost.CostError:
+            raise Unsupported("over a limit: the resolvers report it") from None
         render = _Render(self.schema, plan, variables, has_tenant)
         fields = render.collect_sets("Query", [plan.operation.selection_set])
         if not fields or len(fields) > MAX_KEYS:
@@ -985,7 +992,4 @@ class Compiler:
             value = "'Query'" if name == "__typename" else FIELDS["Query"][name](render, "", nodes)
             parts.append(f"{_literal(key)}, {value}")
         sql = f"SELECT json_build_object({', '.join(parts)})::text"
-        node_count = cost.node_cost(
-            self.schema, plan.document, plan.operation, coerced, self.settings
-        )
         return Statement(sql, tuple(render.params.values), node_count, render.role)

@@ -28,6 +28,7 @@ from graphql import (
     FragmentSpreadNode,
     GraphQLError,
     GraphQLField,
+    GraphQLInputObjectType,
     GraphQLInterfaceType,
     GraphQLList,
     GraphQLNonNull,
@@ -57,6 +58,30 @@ LIST_BOUNDS: dict[tuple[str, str], Callable[[Settings], int | None]] = {
     ("CreateTasksPayload", "tasks"): lambda s: validation.MAX_BULK_TASKS,
     ("Comment", "history"): lambda s: None,
 }
+
+
+#: The longest string any argument or input field may carry (a task's description, 20,000
+#: characters, is the longest the API stores), and the shorter ones, by ``Type.field`` for
+#: input fields and ``Type.field(argument)`` for arguments. ID arguments: ``MAX_ID``. Checked
+#: on the coerced values of both paths before anything runs: a 400 KB `filter.search` held
+#: a connection for the whole statement timeout.
+MAX_STRING = 20_000
+MAX_ID = 200
+STRING_LIMITS: dict[str, int] = {
+    "Query.search(text)": 200,
+    "TaskFilter.search": 200,
+    "ProjectFilter.search": 200,
+    # Passwords go to argon2 and e-mails to an index lookup before anything else checks them.
+    "LogInInput.email": 320,
+    "LogInInput.password": 1_000,
+    "SignUpInput.email": 320,
+    "SignUpInput.password": 1_000,
+    "ChangePasswordInput.currentPassword": 1_000,
+    "ChangePasswordInput.newPassword": 1_000,
+}
+#: Pagination cursors: base64 of a sort key and an id.
+MAX_CURSOR = 1_000
+CURSOR_ARGUMENTS = frozenset({"after", "before"})
 
 
 class CostError(GraphQLError):
@@ -249,6 +274,105 @@ def node_cost(
     return cost(operation.selection_set, root, frozenset())
 
 
+def check_strings(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation: OperationDefinitionNode,
+    variables: VariableValues,
+) -> None:
+    """Every string of every argument (variables and literals, inside input objects and
+    lists) within its maximum (``STRING_LIMITS``, ``MAX_ID``, ``MAX_CURSOR``, ``MAX_STRING``).
+    Raises CostError naming the argument. The document's fields are already bounded by
+    ``check_document`` (each fragment is walked once per type here too)."""
+    fragments = _fragments(document)
+    seen: set[tuple[str, str]] = set()
+
+    def check(value: Any, type_: Any, where: str, argument: str | None) -> None:
+        if value is None:
+            return
+        if isinstance(type_, GraphQLNonNull):
+            type_ = type_.of_type
+        if isinstance(type_, GraphQLList):
+            for item in value if isinstance(value, list) else [value]:
+                check(item, type_.of_type, where, argument)
+            return
+        if isinstance(type_, GraphQLInputObjectType):
+            if isinstance(value, dict):
+                for name, field in type_.fields.items():
+                    key = field.out_name or name
+                    check(value.get(key), field.type, f"{type_.name}.{name}", None)
+            return
+        if not isinstance(value, str):
+            return
+        if type_.name == "ID":
+            limit = MAX_ID
+        elif argument in CURSOR_ARGUMENTS:
+            limit = MAX_CURSOR
+        else:
+            limit = STRING_LIMITS.get(where, MAX_STRING)
+        if len(value) > limit:
+            raise CostError(
+                f"`{where}` has {len(value)} characters; at most {limit} are allowed",
+                argument=where,
+                limit=limit,
+            )
+
+    def walk(selection_set: SelectionSetNode | None, parent: Any) -> None:
+        if selection_set is None or parent is None:
+            return
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                fields = getattr(parent, "fields", None) or {}
+                definition = fields.get(selection.name.value)
+                if definition is None:
+                    continue
+                if selection.arguments:
+                    try:
+                        values = get_argument_values(definition, selection, variables)
+                    except GraphQLError:
+                        values = {}  # execution reports the bad argument
+                    for name, argument in definition.args.items():
+                        check(
+                            values.get(argument.out_name or name),
+                            argument.type,
+                            f"{parent.name}.{selection.name.value}({name})",
+                            name,
+                        )
+                walk(selection.selection_set, get_named_type(definition.type))
+            elif isinstance(selection, InlineFragmentNode):
+                condition = selection.type_condition
+                walk(
+                    selection.selection_set,
+                    schema.get_type(condition.name.value) if condition else parent,
+                )
+            elif isinstance(selection, FragmentSpreadNode):
+                fragment = fragments.get(selection.name.value)
+                key = (selection.name.value, getattr(parent, "name", ""))
+                if fragment is None or key in seen:
+                    continue
+                seen.add(key)
+                walk(fragment.selection_set, schema.get_type(fragment.type_condition.name.value))
+
+    walk(operation.selection_set, schema.get_root_type(operation.operation))
+
+
+def check_operation(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation: OperationDefinitionNode,
+    variables: VariableValues,
+    settings: Settings,
+) -> int:
+    """The checks that need the coerced variables: string maxima and the node limit. Returns
+    the node cost; raises CostError."""
+    check_strings(schema, document, operation, variables)
+    nodes = node_cost(schema, document, operation, variables, settings)
+    over = over_node_limit(nodes, settings)
+    if over is not None:
+        raise over
+    return nodes
+
+
 def over_node_limit(cost: int, settings: Settings) -> CostError | None:
     if cost <= settings.taskql_max_nodes:
         return None
@@ -266,6 +390,8 @@ __all__ = [
     "LIST_BOUNDS",
     "CostError",
     "check_document",
+    "check_operation",
+    "check_strings",
     "expanded_fields",
     "node_cost",
     "over_node_limit",

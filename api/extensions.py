@@ -129,8 +129,8 @@ class SqlStatements(SchemaExtension):
 class OperationLimits(SchemaExtension):
     """The bounds of ``api.cost`` on the resolver path: the document's (operations, expanded
     fields, authentication mutations alone, introspection) before validation, so a costly
-    document is refused before graphql-core walks it; the node cost at execution, from the
-    coerced variables (defaults applied), before the transaction opens."""
+    document is refused before graphql-core walks it; string maxima and the node cost at
+    execution, from the coerced variables (defaults applied), before the transaction opens."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -180,12 +180,10 @@ class OperationLimits(SchemaExtension):
             )
             # Variables that do not coerce: execution reports them, and runs nothing.
             if operation is not None and not isinstance(coerced, list):
-                over = cost.over_node_limit(
-                    cost.node_cost(
+                try:
+                    cost.check_operation(
                         context.schema._schema, document, operation, coerced, self.settings
-                    ),
-                    self.settings,
-                )
-                if over is not None:
+                    )
+                except cost.CostError as over:
                     context.result = ExecutionResult(data=None, errors=[over])
         yield
