@@ -25,6 +25,7 @@ from api import graphiql
 from api.auth import SCOPE_KEY, TRANSACTION_KEY, Auth
 from api.compiler import Compiler
 from api.context import Context
+from api.disconnect import CancelOnDisconnect
 from api.errors import INTERNAL_SERVER_ERROR, error_body
 from api.extensions import coded_errors, operation_context
 from api.middleware import TaskqlMiddleware
@@ -241,12 +242,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route(f"{graphiql.STATIC_PATH}/{{name}}", graphiql.static, methods=["GET", "HEAD"]),
         ],
         middleware=[
+            # Outermost: a client that goes away cancels everything below.
+            Middleware(CancelOnDisconnect),
             Middleware(
                 TaskqlMiddleware,
                 max_body_bytes=settings.taskql_max_body_bytes,
                 statement_timeout_ms=settings.taskql_request_statement_timeout_ms,
                 trusted_proxies=settings.taskql_trusted_proxies,
-            )
+            ),
         ],
         lifespan=lifespan,
     )
