@@ -16,7 +16,7 @@ from api.auth import TRANSACTION_KEY, Auth
 from api.context import Context
 from api.mutations.base import rolled_back
 from api.settings import Settings
-from db.tenancy import OpenTransaction, TenantContext, request_transaction
+from db.tenancy import LazyExecutor, OpenTransaction, TenantContext
 
 _log = logging.getLogger("taskql.graphql")
 
@@ -56,14 +56,20 @@ class OperationTransaction(SchemaExtension):
             else:
                 await opened.commit()
             return
-        tenant_context = operation_context(context.auth, context.settings)
-        async with request_transaction(tenant_context) as (transaction, executor):
-            context.transaction = transaction
-            context.executor = executor
+        # No transaction yet (an anonymous caller): one is begun at the operation's first
+        # statement, so what never reaches the database takes no pooled connection, and
+        # sign-up's and log-in's argon2 run with none held.
+        executor = LazyExecutor(operation_context(context.auth, context.settings))
+        context.executor = executor
+        try:
             yield
-            if self._failed(context):
-                await transaction.rollback()  # type: ignore[no-untyped-call]
-                self._report_rollback(context)
+        except BaseException:
+            await executor.close()
+            raise
+        failed = self._failed(context)
+        await executor.end(commit=not failed)
+        if failed:
+            self._report_rollback(context)
 
     def _report_rollback(self, context: Context) -> None:
         """The payloads of the mutations that completed say they were rolled back."""

@@ -7,12 +7,13 @@ Row-level security policies and the audit trigger read these settings.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 from uuid import UUID
 
 import asyncpg
@@ -203,3 +204,94 @@ async def begin_request(
         await opened.close()
         raise
     return opened, row
+
+
+async def open_transaction(context: TenantContext, engine: Engine = DB) -> OpenTransaction:
+    """A pooled connection in a transaction with ``context`` applied (BEGIN, then the
+    settings: two round trips). The caller ends it (``commit``/``rollback``/``close``)."""
+    if engine.pool is None:
+        raise DatabaseError("the connection pool is not open")
+    try:
+        connection = await engine.pool.acquire(timeout=engine.acquire_timeout)
+    except TimeoutError:
+        raise PoolTimeoutError(
+            f"no database connection free within {engine.acquire_timeout:g} s "
+            f"(pool max size {engine.pool.get_max_size()})"
+        ) from None
+    opened = OpenTransaction(engine.pool, connection)
+    try:
+        await connection.execute("BEGIN")
+        await connection.execute(SET_CONTEXT_SQL, *context.parameters())
+    except BaseException:
+        await opened.close()
+        raise
+    return opened
+
+
+class LazyExecutor(Executor):
+    """An operation's executor that takes its pooled connection (and opens the transaction)
+    at its first statement, not before.
+
+    An operation that never reaches the database (introspection, a refused log-in, a
+    request over a limit) takes no connection at all, and one that hashes a password before
+    its first statement (sign-up) holds none while argon2 runs. Ended by ``end``."""
+
+    __slots__ = ("_context", "_engine", "_opened", "_opening")
+
+    def __init__(self, context: TenantContext, engine: Engine = DB) -> None:
+        super().__init__(cast(asyncpg.Connection, None), statements=0)
+        self._context = context
+        self._engine = engine
+        self._opened: OpenTransaction | None = None
+        self._opening = asyncio.Lock()
+
+    @property
+    def began(self) -> bool:
+        return self._opened is not None
+
+    async def _begin(self) -> None:
+        if self._opened is not None:
+            return
+        async with self._opening:
+            if self._opened is None:
+                self._opened = await open_transaction(self._context, self._engine)
+                self._connection = self._opened.connection
+                self.statements += 1  # the context, as request_transaction counts it
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        await self._begin()
+        return await super().fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        await self._begin()
+        return await super().fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        await self._begin()
+        return await super().fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        await self._begin()
+        return await super().execute(sql, *args)
+
+    async def copy_records(
+        self, table: str, records: Iterable[Sequence[Any]], columns: Sequence[str]
+    ) -> str:
+        await self._begin()
+        return await super().copy_records(table, records, columns)
+
+    async def end(self, commit: bool) -> None:
+        """Commit or roll back what was begun (nothing if no statement ran)."""
+        opened, self._opened = self._opened, None
+        if opened is None:
+            return
+        if commit:
+            await opened.commit()
+        else:
+            await opened.rollback()
+
+    async def close(self) -> None:
+        """Roll back whatever was begun, never raising: clean-up."""
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            await opened.close()

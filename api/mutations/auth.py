@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import strawberry
@@ -19,6 +20,7 @@ from api.types.errors import validation as invalid
 from api.types.users import User
 from db import passwords
 from db.queries import users
+from db.tenancy import TenantContext, request_transaction
 from db.uuid7 import uuid7
 
 #: One message for unknown e-mail and wrong password: no account enumeration.
@@ -111,6 +113,17 @@ async def _limited(info: Info, email: str) -> AuthPayload | None:
     )
 
 
+async def _login_candidate(info: Info, email: str) -> Any:
+    """The id and stored hash of the user with this e-mail, read in a transaction of its own
+    that ends (and returns its connection) before the hash is verified."""
+    auth = info.context.auth
+    context = TenantContext(
+        request_id=auth.request_id, client_ip=auth.client_ip, user_agent=auth.user_agent
+    )
+    async with request_transaction(context) as (_, executor):
+        return await users.login_candidate(executor, email)
+
+
 async def _as_user(info: Info, user_id: UUID) -> None:
     """Name the acting user of this (anonymous) transaction; the database refuses a second."""
     await info.context.db.execute("SELECT app_act_as($1)", user_id)
@@ -120,21 +133,25 @@ async def _as_user(info: Info, user_id: UUID) -> None:
 class AuthMutations:
     @strawberry.mutation(description="Create an account and log in.")
     async def sign_up(self, info: Info, input: SignUpInput) -> AuthPayload:
+        email = input.email.strip()
+        problems = [
+            invalid(p, f)
+            for f, p in (
+                ("email", validation.email_problem(email)),
+                ("password", validation.password_problem(input.password)),
+                ("displayName", validation.text_problem(input.display_name, 200)),
+            )
+            if p is not None
+        ]
+        # Hashed before the operation's first statement: no pooled connection is held
+        # while argon2 runs (the operation's transaction begins at its first statement).
+        password_hash = None
+        if not problems and info.context.auth.viewer is None:
+            password_hash = await asyncio.to_thread(passwords.hash_password, input.password)
         async with mutation(info) as run:
             _require_anonymous(info)
-            email = input.email.strip()
-            problems = [
-                invalid(p, f)
-                for f, p in (
-                    ("email", validation.email_problem(email)),
-                    ("password", validation.password_problem(input.password)),
-                    ("displayName", validation.text_problem(input.display_name, 200)),
-                )
-                if p is not None
-            ]
-            if problems:
+            if problems or password_hash is None:
                 raise Failed(*problems)
-            password_hash = await asyncio.to_thread(passwords.hash_password, input.password)
             user_id = uuid7()
             await _as_user(info, user_id)
             row = await users.create(
@@ -151,15 +168,24 @@ class AuthMutations:
         refused = await _limited(info, email)
         if refused is not None:
             return refused
-        async with mutation(info) as run:
-            _require_anonymous(info)
-            candidate = await users.login_candidate(context.db, email)
+        candidate = None
+        valid = False
+        if context.auth.viewer is None:
+            # The stored hash is read in a short transaction of its own and verified with no
+            # pooled connection held (argon2 takes ~150 ms); the operation's transaction
+            # begins afterwards, and checks the hash is still the one verified.
+            candidate = await _login_candidate(info, email)
             stored = candidate["password_hash"] if candidate is not None else _DUMMY_HASH
             valid = await asyncio.to_thread(passwords.verify_password, stored, input.password)
+        async with mutation(info) as run:
+            _require_anonymous(info)
             if candidate is None or not valid:
                 raise Failed(invalid(BAD_CREDENTIALS))
             user_id = candidate["id"]
             await _as_user(info, user_id)
+            stored = candidate["password_hash"]
+            if await users.password_hash(context.db, user_id) != stored:
+                raise Failed(invalid(BAD_CREDENTIALS))  # changed while we verified
             if passwords.needs_rehash(stored):
                 rehashed = await asyncio.to_thread(passwords.hash_password, input.password)
                 await users.set_password_hash(context.db, user_id, rehashed)

@@ -15,6 +15,7 @@ from api.app import create_app
 from api.cost import MAX_STRING, STRING_LIMITS
 from api.schema import schema
 from api.settings import Settings
+from db import passwords
 from tests.api.conftest import Api
 from tests.api.world import Org
 
@@ -127,3 +128,38 @@ async def test_the_tree_depth_limit_is_a_typed_error(api: Api, org_a: Org, org_b
         as_=(org_b, "member"),
     )
     assert other["data"]["createTasks"]["errors"] == []
+
+
+async def test_argon2_runs_with_no_pooled_connection_held(
+    api: Api, org_a: Org, org_b: Org, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Log-in held a pooled connection idle in its transaction for the ~150 ms of argon2:
+    8 log-ins on a pool of 4 starved every other request. Recorded while the hash runs."""
+    in_use: list[int] = []
+    verify, hash_ = passwords.verify_password, passwords.hash_password
+
+    def recording_verify(stored: str, password: str) -> bool:
+        in_use.append(pool.get_size() - pool.get_idle_size())
+        return verify(stored, password)
+
+    def recording_hash(password: str) -> str:
+        in_use.append(pool.get_size() - pool.get_idle_size())
+        return hash_(password)
+
+    monkeypatch.setattr(passwords, "verify_password", recording_verify)
+    monkeypatch.setattr(passwords, "hash_password", recording_hash)
+    email = f"argon-{org_a.slug}@example.test"
+    signed_up = await api(
+        'mutation($e: String!) { signUp(input: {email: $e, password: "long enough password", '
+        'displayName: "A"}) { token errors { code } } }',
+        {"e": email},
+    )
+    assert signed_up["data"]["signUp"]["errors"] == []
+    for address, password in ((email, "long enough password"), (org_b.emails["owner"], "wrong")):
+        logged_in = await api(
+            "mutation($e: String!, $p: String!) { logIn(input: {email: $e, password: $p}) "
+            "{ token } }",
+            {"e": address, "p": password},
+        )
+        assert (logged_in["data"]["logIn"]["token"] is not None) == (address == email)
+    assert in_use == [0, 0, 0]
