@@ -28,6 +28,7 @@ from api.context import Context
 from api.disconnect import CancelOnDisconnect
 from api.errors import INTERNAL_SERVER_ERROR, error_body
 from api.extensions import coded_errors, operation_context
+from api.fairness import Fairness
 from api.middleware import TaskqlMiddleware
 from api.ratelimit import LoginLimits
 from api.schema import build_schema
@@ -249,6 +250,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 max_body_bytes=settings.taskql_max_body_bytes,
                 statement_timeout_ms=settings.taskql_request_statement_timeout_ms,
                 trusted_proxies=settings.taskql_trusted_proxies,
+                fairness=Fairness(
+                    settings.taskql_max_operations_per_caller,
+                    settings.taskql_max_queued_per_caller,
+                ),
             ),
         ],
         lifespan=lifespan,

@@ -21,7 +21,15 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import SCOPE_KEY, TRANSACTION_KEY, Auth, Tenant, Viewer, current_auth
-from api.errors import BAD_USER_INPUT, FORBIDDEN, UNAUTHENTICATED, BadUserInput, error_body
+from api.errors import (
+    BAD_USER_INPUT,
+    FORBIDDEN,
+    RATE_LIMITED,
+    UNAUTHENTICATED,
+    BadUserInput,
+    error_body,
+)
+from api.fairness import Fairness, TooBusy
 from api.ids import from_global_id
 from db.errors import DatabaseError
 from db.queries.users import token_hash
@@ -42,8 +50,10 @@ class TaskqlMiddleware:
         paths: tuple[str, ...] = ("/graphql",),
         statement_timeout_ms: int | None = None,
         trusted_proxies: Sequence[IPv4Network | IPv6Network] = (),
+        fairness: Fairness | None = None,
     ) -> None:
         self.app = app
+        self.fairness = fairness or Fairness(per_caller=2, max_waiting=16)
         self.trusted_proxies = tuple(trusted_proxies)
         self.max_body_bytes = max_body_bytes
         self.paths = paths
@@ -101,6 +111,32 @@ class TaskqlMiddleware:
                 request_id,
             )
             return
+        caller = f"token:{token_hash(token).hex()}" if token else f"address:{auth.client_ip}"
+        try:
+            async with self.fairness.slot(caller):
+                await self._run(scope, receive, send, auth, token, organization, request_id)
+        except TooBusy:
+            await _reject(
+                send,
+                429,
+                RATE_LIMITED,
+                f"too many operations at once: at most {self.fairness.per_caller} run per "
+                "caller and the rest wait in a short queue; retry after the answers arrive",
+                request_id,
+                retry_after=1,
+            )
+
+    async def _run(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        auth: Auth,
+        token: str | None,
+        organization: str | None,
+        request_id: str,
+    ) -> None:
+        """Authenticate (a token), then run the application in the request's transaction."""
         opened: OpenTransaction | None = None
         if token is not None:
             if scope["type"] == "http":
@@ -263,19 +299,23 @@ def _organization_ref(value: str | None) -> tuple[uuid.UUID | None, str | None]:
     return None, value.lower()
 
 
-async def _reject(send: Send, status: int, code: str, message: str, request_id: str) -> None:
+async def _reject(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    request_id: str,
+    retry_after: int | None = None,
+) -> None:
     body = error_body(code, message, requestId=request_id)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", request_id.encode()),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
