@@ -156,3 +156,23 @@ def test_piccolos_own_command_works_from_the_project_root(test_database: Scratch
     )
     assert result.returncode == 0, result.stderr
     assert "No migrations need to be run" in result.stdout
+
+
+async def test_status_exits_1_while_a_migration_is_pending(
+    test_database: ScratchDatabase, owner: asyncpg.Connection
+) -> None:
+    """Guards: `migrate status` exited 0 with 14 migrations pending (the README says 1)."""
+    newest = runner.migration_files()[-1].id
+    ran_on = await owner.fetchval("SELECT ran_on FROM migration WHERE name = $1", newest)
+    await owner.execute("DELETE FROM migration WHERE name = $1", newest)
+    try:
+        result = taskql(test_database, "migrate", "status")
+    finally:
+        await owner.execute(
+            "INSERT INTO migration (name, app_name, ran_on) VALUES ($1, 'taskql', $2)",
+            newest,
+            ran_on,
+        )
+    assert result.returncode == 1, result.stdout
+    assert f"pending  {newest}" in result.stdout
+    assert "1 migration(s) pending" in result.stdout
