@@ -9,7 +9,7 @@ import sys
 import asyncpg
 import pytest
 
-from tests.conftest import ScratchDatabase
+from tests.conftest import ScratchDatabase, admin_url
 
 
 def taskql(
@@ -165,13 +165,6 @@ def test_dropping_with_an_unreachable_admin_url_is_one_clear_line(url: str) -> N
     assert error_lines[0].startswith("taskql: error: cannot connect to PostgreSQL at ")
 
 
-def _admin_url(test_database: ScratchDatabase) -> str:
-    url = test_database.admin_dsn or os.environ.get("TASKQL_TEST_ADMIN_URL")
-    if url is None:
-        pytest.skip("needs a superuser URL: the embedded server, or TASKQL_TEST_ADMIN_URL")
-    return url
-
-
 async def _roles(admin_url: str, *names: str) -> set[str]:
     connection = await asyncpg.connect(admin_url)
     try:
@@ -188,7 +181,7 @@ async def test_drop_drops_the_roles_it_was_named(
     test_database: ScratchDatabase, which: str
 ) -> None:
     """Guards: `db drop --owner X` without `--server-login` kept both roles."""
-    admin = _admin_url(test_database)
+    admin = admin_url(test_database)
     tag = f"{os.getpid()}_{which.replace('-', '_')}"
     database, owner, login = (
         f"taskql_drop_{tag}",

@@ -18,6 +18,7 @@ from types import ModuleType
 import asyncpg
 
 from db.errors import MigrationStateError, unavailable
+from db.migrate import guard
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "piccolo_migrations"
 APP_NAME = "taskql"
@@ -144,26 +145,22 @@ def describe(result: MigrationStatus) -> list[str]:
 
 async def forwards() -> None:
     """Apply every pending migration, as the owner role, holding the migration advisory
-    lock so that two runners (two deploys, two CI jobs) never migrate at once."""
+    lock (``db.migrate.guard``) so that two runners (two deploys, two CI jobs) never
+    migrate at once."""
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
-    from db.engine import DB
-    from db.migrate.locks import migration_lock
-
-    connection = await DB.get_new_connection()
-    try:
-        async with migration_lock(connection):
-            result = await run_forwards(app_name=APP_NAME, migration_id="all")
-    finally:
-        await connection.close()
+    guard.install()
+    result = await run_forwards(app_name=APP_NAME, migration_id="all")
     if not result.success:
         raise MigrationStateError(result.message or "migrations failed")
 
 
 async def backwards(migration_id: str = "all") -> None:
-    """Reverse applied migrations down to and including ``migration_id`` ("all": every one)."""
+    """Reverse applied migrations down to and including ``migration_id`` ("all": every one),
+    holding the migration advisory lock."""
     from piccolo.apps.migrations.commands.backwards import run_backwards
 
+    guard.install()
     result = await run_backwards(app_name=APP_NAME, migration_id=migration_id, auto_agree=True)
     if not result.success:
         raise MigrationStateError(result.message or "reversing migrations failed")
