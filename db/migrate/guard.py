@@ -65,4 +65,4 @@ def install() -> None:
 
     for manager in (ForwardsMigrationManager, BackwardsMigrationManager):
         if not getattr(manager.run, _WRAPPED, False):
-            manager.run = _locked(manager.run)  # type: ignore[method-assign]
+            manager.run = _locked(manager.run)  # type: ignore[method-assign,assignment]
