@@ -107,7 +107,8 @@ def serve(
         typer.Option("--demo/--no-demo", help="Load demo data once (default: embedded only)."),
     ] = None,
 ) -> None:
-    """Start the API. Without DATABASE_URL: embedded PostgreSQL, migrations and demo data."""
+    """Start the API. Without DATABASE_URL: embedded PostgreSQL, migrations and demo data.
+    Refuses to start on a database whose migrations are behind this checkout."""
     import uvicorn
 
     started = time.perf_counter()
@@ -147,6 +148,10 @@ def serve(
     DB.configure(targets.require_server(), settings)
     version = run(DB.ping())
     typer.echo(f"Connected as the server role to PostgreSQL {version}")
+    # With only DATABASE_URL (no owner URL to ask), the server role reads the history itself.
+    not_migrated = run(runner.server_check(targets.require_server()))
+    if not_migrated is not None:
+        raise fail(f"not starting, the database is not migrated: {not_migrated}")
     load = demo_data if demo_data is not None else settings.taskql_demo
     if load is None:
         load = targets.embedded is not None
@@ -188,7 +193,9 @@ def serve(
     for line in limits_notice(settings, workers):
         typer.secho(f"taskql: warning: {line}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"Ready for uvicorn in {time.perf_counter() - started:.1f} s")
-    typer.echo(f"GraphiQL: http://{host}:{port}/graphql   health: http://{host}:{port}/healthz")
+    base = f"http://{host}:{port}"
+    typer.echo(f"GraphiQL: {base}/graphql")
+    typer.echo(f"Health: {base}/livez (liveness), {base}/readyz (readiness)")
     uvicorn.run(
         "api.app:create_app",
         factory=True,
