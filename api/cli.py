@@ -203,8 +203,26 @@ def serve(
         port=port,
         workers=workers,
         log_level=settings.taskql_log_level,
+        log_config=log_config(settings.taskql_log_level),
         **UVICORN_OPTIONS,
     )
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging configuration, with taskql's own loggers (``taskql.*``: client
+    errors in one line, outages rate-limited, masked errors with their traceback) written
+    by the same handler at TASKQL_LOG_LEVEL."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["taskql"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config
 
 
 #: uvicorn must leave ``scope["client"]`` the socket peer: whom to believe about forwarded

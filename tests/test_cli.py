@@ -225,3 +225,20 @@ async def test_drop_drops_the_roles_it_was_named(
             login,
         )
     assert await _roles(admin, owner, login) == set()
+
+
+def test_served_processes_write_taskqls_own_log_lines_at_the_configured_level() -> None:
+    """uvicorn configures only its own loggers: taskql's INFO lines (client errors) were
+    dropped, and the rest went out without a level."""
+    code = (
+        "import logging, logging.config\n"
+        "from api.cli import log_config\n"
+        "logging.config.dictConfig(log_config('info'))\n"
+        "logging.getLogger('taskql.graphql').info('client error [request r1] BAD_USER_INPUT: x')\n"
+        "logging.getLogger('taskql.graphql').debug('not shown')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == ["INFO:     client error [request r1] BAD_USER_INPUT: x"]
