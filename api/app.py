@@ -1,5 +1,6 @@
 """The ASGI application: Starlette routes, GraphQL at /graphql (GraphiQL for browsers, its
-assets under /graphql/static), health at /healthz."""
+assets under /graphql/static), health at /livez and /readyz (``api.health``; /healthz is the
+deprecated name of /readyz)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
@@ -29,6 +30,7 @@ from api.disconnect import CancelOnDisconnect
 from api.errors import INTERNAL_SERVER_ERROR, error_body
 from api.extensions import coded_errors, operation_context
 from api.fairness import Fairness
+from api.health import Health
 from api.middleware import TaskqlMiddleware
 from api.ratelimit import LoginLimits
 from api.schema import build_schema
@@ -183,7 +185,7 @@ def tune_gc(settings: Settings) -> None:
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     """Open the bounded pool as the server role; close it (and the rate-limit store's
-    connections) on shutdown.
+    connections, and the readiness check's) on shutdown.
 
     A pool opened by the caller (the test suite) is used as it is and left open.
     """
@@ -192,6 +194,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with _database():
             yield
     finally:
+        health: Health | None = getattr(app.state, "health", None)
+        if health is not None:
+            await health.close()
         limits: LoginLimits | None = getattr(app.state, "login_limits", None)
         if limits is not None:
             await limits.close()
@@ -211,34 +216,15 @@ async def _database() -> AsyncIterator[None]:
             await DB.close_connection_pool()
 
 
-async def healthz(request: Request) -> JSONResponse:
-    """Liveness and readiness: 200 when PostgreSQL answers through the pool, else 503."""
-    try:
-        async with DB.transaction() as tx:
-            await tx.connection.fetchval("SELECT 1")
-    except (DatabaseError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        _log.warning("health check failed: %s", exc)
-        return JSONResponse({"status": "unavailable", "database": str(exc)}, status_code=503)
-    pool = DB.pool
-    return JSONResponse(
-        {
-            "status": "ok",
-            "database": "ok",
-            "pool": {
-                "size": pool.get_size() if pool else 0,
-                "idle": pool.get_idle_size() if pool else 0,
-                "max": pool.get_max_size() if pool else 0,
-            },
-        }
-    )
-
-
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     graphql = TaskqlGraphQL(settings)
+    health = Health(settings.taskql_ready_timeout)
     app = Starlette(
         routes=[
-            Route("/healthz", healthz, methods=["GET"]),
+            Route("/livez", health.livez, methods=["GET"]),
+            Route("/readyz", health.readyz, methods=["GET"]),
+            Route("/healthz", health.healthz, methods=["GET"]),  # deprecated: /readyz
             Route("/graphql", graphql, methods=["GET", "POST"]),
             Route(f"{graphiql.STATIC_PATH}/{{name}}", graphiql.static, methods=["GET", "HEAD"]),
         ],
@@ -259,4 +245,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.login_limits = graphql.login_limits
+    app.state.health = health
     return app

@@ -25,18 +25,20 @@ from db.migrate import runner
 from db.settings import pool_size_for
 from db.targets import Targets, resolve
 
+#: Plain click help: flags without a ``<bool>`` metavar, and docstring paragraphs re-wrapped
+#: to the terminal (rich's panels kept the source's line breaks).
+HELP_STYLE: dict[str, Any] = {"rich_markup_mode": None, "no_args_is_help": True}
+
 app = typer.Typer(
     help="taskql: multi-tenant work management, GraphQL on PostgreSQL.",
-    no_args_is_help=True,
     pretty_exceptions_enable=False,
+    **HELP_STYLE,
 )
 migrate_app = typer.Typer(
-    help="Apply, reverse and inspect schema migrations (owner role).", no_args_is_help=True
+    help="Apply, reverse and inspect schema migrations (owner role).", **HELP_STYLE
 )
-db_app = typer.Typer(help="Database administration: roles, partitions.", no_args_is_help=True)
-migrations_app = typer.Typer(
-    help="Check migrations before they reach a database.", no_args_is_help=True
-)
+db_app = typer.Typer(help="Database administration: roles, partitions.", **HELP_STYLE)
+migrations_app = typer.Typer(help="Check migrations before they reach a database.", **HELP_STYLE)
 app.add_typer(migrations_app, name="migrations")
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(db_app, name="db")
@@ -105,7 +107,8 @@ def serve(
         typer.Option("--demo/--no-demo", help="Load demo data once (default: embedded only)."),
     ] = None,
 ) -> None:
-    """Start the API. Without DATABASE_URL: embedded PostgreSQL, migrations and demo data."""
+    """Start the API. Without DATABASE_URL: embedded PostgreSQL, migrations and demo data.
+    Refuses to start on a database whose migrations are behind this checkout."""
     import uvicorn
 
     started = time.perf_counter()
@@ -145,6 +148,10 @@ def serve(
     DB.configure(targets.require_server(), settings)
     version = run(DB.ping())
     typer.echo(f"Connected as the server role to PostgreSQL {version}")
+    # With only DATABASE_URL (no owner URL to ask), the server role reads the history itself.
+    not_migrated = run(runner.server_check(targets.require_server()))
+    if not_migrated is not None:
+        raise fail(f"not starting, the database is not migrated: {not_migrated}")
     load = demo_data if demo_data is not None else settings.taskql_demo
     if load is None:
         load = targets.embedded is not None
@@ -187,7 +194,9 @@ def serve(
     for line in limits_notice(settings, workers):
         typer.secho(f"taskql: warning: {line}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"Ready for uvicorn in {time.perf_counter() - started:.1f} s")
-    typer.echo(f"GraphiQL: http://{host}:{port}/graphql   health: http://{host}:{port}/healthz")
+    base = f"http://{host}:{port}"
+    typer.echo(f"GraphiQL: {base}/graphql")
+    typer.echo(f"Health: {base}/livez (liveness), {base}/readyz (readiness)")
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -195,8 +204,26 @@ def serve(
         port=port,
         workers=workers,
         log_level=settings.taskql_log_level,
+        log_config=log_config(settings.taskql_log_level),
         **UVICORN_OPTIONS,
     )
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging configuration, with taskql's own loggers (``taskql.*``: client
+    errors in one line, outages rate-limited, masked errors with their traceback) written
+    by the same handler at TASKQL_LOG_LEVEL."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["taskql"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config
 
 
 #: uvicorn must leave ``scope["client"]`` the socket peer: whom to believe about forwarded
@@ -245,7 +272,12 @@ def migrate_backwards(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Reverse applied migrations (destroys the data of dropped tables)."""
-    if not yes and not typer.confirm(f"Reverse migrations down to {to}?"):
+    question = (
+        "Reverse every applied migration (drops all of taskql's tables and their data)?"
+        if to == "all"
+        else f"Reverse the applied migrations down to and including {to}?"
+    )
+    if not yes and not typer.confirm(question):
         raise typer.Exit(code=1)
     settings = get_settings()
     _as_owner(resolve(settings), settings)
@@ -255,12 +287,13 @@ def migrate_backwards(
 @migrate_app.command("status")
 @clear_errors
 def migrate_status() -> None:
-    """Show applied and pending migrations; exit 1 if the database does not match."""
+    """Show applied and pending migrations; exit 1 if any is pending or the database does
+    not match this checkout."""
     targets = resolve(get_settings())
     state = run(runner.status(targets.require_owner()))
     for line in runner.describe(state):
         typer.echo(line)
-    if not state.ok:
+    if not state.up_to_date:
         raise typer.Exit(code=1)
 
 
@@ -440,8 +473,20 @@ def db_bootstrap(
     server_login: Annotated[
         str, typer.Option(help="Server login role.")
     ] = roles.DEFAULT_SERVER_LOGIN,
-    owner_password: Annotated[str | None, typer.Option(envvar="TASKQL_OWNER_PASSWORD")] = None,
-    server_password: Annotated[str | None, typer.Option(envvar="TASKQL_SERVER_PASSWORD")] = None,
+    owner_password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TASKQL_OWNER_PASSWORD",
+            help="Password to set for the owner login role (default: leave it unchanged).",
+        ),
+    ] = None,
+    server_password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TASKQL_SERVER_PASSWORD",
+            help="Password to set for the server login role (default: leave it unchanged).",
+        ),
+    ] = None,
     print_env: Annotated[
         bool, typer.Option("--print-env", help="Print DATABASE_URL and MIGRATION_DATABASE_URL.")
     ] = False,
@@ -471,11 +516,9 @@ def db_drop(
     ] = None,
 ) -> None:
     """Drop a database (and optionally its login roles): for CI and scratch databases."""
-    names = (
-        roles.RoleNames(owner=owner, server_login=server_login) if owner and server_login else None
-    )
-    run(roles.drop_database(admin_url, database, names))
-    typer.echo(f"dropped {database}")
+    logins = [name for name in (server_login, owner) if name]
+    run(roles.drop_database(admin_url, database, logins))
+    typer.echo(f"dropped {database}" + (f" and role(s) {', '.join(logins)}" if logins else ""))
 
 
 @db_app.command("maintain")

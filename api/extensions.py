@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import asyncpg
 from graphql import DocumentNode, ExecutionResult, GraphQLError, OperationDefinitionNode
 from graphql.execution.values import get_variable_values
 from strawberry.extensions import SchemaExtension
@@ -14,8 +15,10 @@ from strawberry.extensions import SchemaExtension
 from api import cost, errors
 from api.auth import TRANSACTION_KEY, Auth
 from api.context import Context
+from api.logs import RateLimitedLog, failure_kind
 from api.mutations.base import rolled_back
 from api.settings import Settings
+from db.errors import DatabaseError
 from db.tenancy import LazyExecutor, OpenTransaction, TenantContext
 
 _log = logging.getLogger("taskql.graphql")
@@ -90,19 +93,26 @@ def coded_errors(errors_: list[GraphQLError], request_id: str | None) -> list[Gr
 
 
 def _coded(error: GraphQLError, request_id: str | None) -> GraphQLError:
+    """The error with its code. Logged here, once, for every error (``api.schema`` keeps
+    Strawberry from logging each with a traceback): client errors in one line with the
+    request id and code; a database outage in one line per kind and interval
+    (``api.logs``); a traceback only for an unexpected error, which the client sees masked."""
     original = error.original_error
     if isinstance(original, errors.ApiError):
+        extensions = {**(original.extensions or {}), "requestId": request_id}
+        _log_client_error(request_id, extensions.get("code"), original.message)
         return GraphQLError(
             original.message,
             error.nodes,
             error.source,
             error.positions,
             error.path,
-            extensions={**(original.extensions or {}), "requestId": request_id},
+            extensions=extensions,
         )
     if original is None:
         # Syntax and validation errors, limits: the client's query is at fault.
         code = (error.extensions or {}).get("code", errors.BAD_USER_INPUT)
+        _log_client_error(request_id, code, error.message)
         return GraphQLError(
             error.message,
             error.nodes,
@@ -111,7 +121,16 @@ def _coded(error: GraphQLError, request_id: str | None) -> GraphQLError:
             error.path,
             extensions={**(error.extensions or {}), "code": code},
         )
-    _log.error("unexpected error [request %s] at %s", request_id, error.path, exc_info=original)
+    if isinstance(original, OUTAGE):
+        _outage.error(
+            f"database:{failure_kind(original)}",
+            "database unavailable [request %s] at %s: %s",
+            request_id,
+            error.path,
+            _one_line(str(original) or type(original).__name__),
+        )
+    else:
+        _log.error("unexpected error [request %s] at %s", request_id, error.path, exc_info=original)
     return GraphQLError(
         "Unexpected error.",
         error.nodes,
@@ -120,6 +139,29 @@ def _coded(error: GraphQLError, request_id: str | None) -> GraphQLError:
         error.path,
         extensions={"code": errors.INTERNAL_SERVER_ERROR, "requestId": request_id},
     )
+
+
+#: What PostgreSQL being away (down, restarting, the pool exhausted) raises in a resolver:
+#: logged as an outage, rate-limited, without a traceback.
+OUTAGE = (
+    DatabaseError,
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+_outage = RateLimitedLog(_log)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _log_client_error(request_id: str | None, code: object, message: str) -> None:
+    _log.info("client error [request %s] %s: %s", request_id, code, _one_line(message))
 
 
 class SqlStatements(SchemaExtension):

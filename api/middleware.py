@@ -31,11 +31,13 @@ from api.errors import (
 )
 from api.fairness import Fairness, TooBusy
 from api.ids import from_global_id
+from api.logs import RateLimitedLog, failure_kind
 from db.errors import DatabaseError
 from db.queries.users import token_hash
 from db.tenancy import OpenTransaction, TenantContext, begin_request
 
 _log = logging.getLogger("taskql.request")
+_outage = RateLimitedLog(_log)
 
 
 class BodyTooLarge(Exception):
@@ -165,7 +167,14 @@ class TaskqlMiddleware:
             try:
                 opened, row = await begin_request(token_hash(token), org_id, org_slug, context)
             except (DatabaseError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                _log.error("authentication failed [%s]: %s", request_id, exc)
+                # Not the caller's failure: PostgreSQL (or the pool) is away. One line per
+                # kind and interval, however many requests fail the same way.
+                _outage.error(
+                    f"database:{failure_kind(exc)}",
+                    "database unavailable, request refused with 503 [request %s]: %s",
+                    request_id,
+                    exc,
+                )
                 await _reject(
                     send, 503, "INTERNAL_SERVER_ERROR", "database unavailable", request_id
                 )

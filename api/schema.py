@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import (
     AddValidationRules,
     MaxAliasesLimiter,
@@ -15,6 +16,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
 
 from api.extensions import OperationLimits, OperationTransaction, SqlStatements
 from api.mutations.auth import AuthMutations
@@ -45,6 +47,17 @@ class CheckedValidationCache(ValidationCache):
         yield from super().on_validate()
 
 
+class Schema(strawberry.Schema):
+    """Strawberry's schema, without its error log: ``Schema.process_errors`` wrote every
+    error (a client's typo too) at ERROR with a traceback. Errors are logged once, with
+    their code and request id, where they get it (``api.extensions.coded_errors``)."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        return None
+
+
 Mutation = merge_types(
     "Mutation",
     (
@@ -68,7 +81,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         *QueryDepthLimiter(max_depth=settings.taskql_max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=settings.taskql_max_aliases).validation_rules,
     ]
-    return strawberry.Schema(
+    return Schema(
         query=Query,
         mutation=Mutation,
         types=[User, Member, Invitation, Organization, Project, Task, Comment, *error_types.ALL],

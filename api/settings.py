@@ -23,6 +23,9 @@ class Settings(DatabaseSettings):
     #: Load the demo data at start-up (default: only on the embedded server).
     taskql_demo: bool | None = None
     taskql_log_level: str = "info"
+    #: /readyz: seconds PostgreSQL has to answer (through the pool, or the check connection
+    #: when every pooled connection is busy) before the process reports not ready.
+    taskql_ready_timeout: float = Field(default=2.0, gt=0, le=60)
 
     #: Sessions (bearer tokens) expire after this many seconds.
     taskql_session_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)

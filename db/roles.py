@@ -15,6 +15,7 @@ name is fixed because migrations grant to it.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -116,16 +117,24 @@ async def bootstrap(
         await conn.close()
 
 
-async def drop_database(admin_dsn: str, database: str, roles: RoleNames | None = None) -> None:
-    """Drop a database (terminating its sessions) and, optionally, its login roles."""
-    conn = await asyncpg.connect(admin_dsn, timeout=10)
+async def drop_database(admin_dsn: str, database: str, logins: Sequence[str] = ()) -> None:
+    """Drop a database (terminating its sessions) and then each of the named login roles
+    (any of them: the owner, the server login, or both). Needs a superuser URL."""
+    for name in logins:
+        if not _IDENTIFIER.match(name):
+            raise ValueError(f"invalid role name {name!r}: use lower-case letters, digits, _")
+        if name in (SERVER_GROUP, MAINTENANCE):
+            raise ValueError(f"{name} is shared by every taskql database: it is never dropped")
+    try:
+        conn = await asyncpg.connect(admin_dsn, timeout=10)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        raise unavailable(admin_dsn, exc) from None
     try:
         await conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", database
         )
         await _execute_formatted(conn, "DROP DATABASE IF EXISTS %I", database)
-        if roles is not None:
-            for role in (roles.server_login, roles.owner):
-                await _execute_formatted(conn, "DROP ROLE IF EXISTS %I", role)
+        for role in logins:
+            await _execute_formatted(conn, "DROP ROLE IF EXISTS %I", role)
     finally:
         await conn.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 
 from api.settings import Settings
+from db import roles
 from db.engine import DB
 from db.migrate import runner
 from db.settings import get_database_settings
@@ -59,6 +60,33 @@ def test_database() -> ScratchDatabase:
     )
     run_sync(_migrate(database.owner_dsn))
     return database
+
+
+def admin_url(database: ScratchDatabase) -> str:
+    """A superuser URL of the test server: the embedded one's, or TASKQL_TEST_ADMIN_URL."""
+    url = database.admin_dsn or os.environ.get("TASKQL_TEST_ADMIN_URL")
+    if url is None:
+        pytest.skip("needs a superuser URL: the embedded server, or TASKQL_TEST_ADMIN_URL")
+    return url
+
+
+@pytest.fixture
+def fresh_database(test_database: ScratchDatabase) -> Iterator[ScratchDatabase]:
+    """A database of this test's own, bootstrapped (roles, CONNECT) but not migrated;
+    dropped after the test."""
+    admin = admin_url(test_database)
+    name = f"taskql_fresh_{os.getpid()}"
+    names = roles.RoleNames()
+    run_sync(roles.drop_database(admin, name))
+    run_sync(roles.bootstrap(admin, name, names))
+    try:
+        yield ScratchDatabase(
+            owner_dsn=roles.role_url(admin, names.owner, None, name),
+            server_dsn=roles.role_url(admin, names.server_login, None, name),
+            admin_dsn=admin,
+        )
+    finally:
+        run_sync(roles.drop_database(admin, name))
 
 
 @pytest.fixture(scope="session")

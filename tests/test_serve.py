@@ -4,6 +4,7 @@ external database named by DATABASE_URL. It answers, and stops cleanly on SIGTER
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -14,8 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg
 import httpx
 
+from db.migrate import runner
 from db.settings import pool_size_for
 from tests.conftest import RedisTarget, ScratchDatabase, redis_keys
 
@@ -43,7 +46,7 @@ def wait_healthy(process: subprocess.Popen[str], port: int, timeout: float = 90.
     while time.monotonic() < deadline:
         assert process.poll() is None, process.stdout.read() if process.stdout else ""
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -71,12 +74,15 @@ def test_serve_on_a_fresh_embedded_postgres_with_demo_data_and_a_token(tmp_path:
         pid_file = tmp_path / "pgdata" / "postmaster.pid"
         assert pid_file.exists()
         # The embedded server shares this machine's cores: the pool is sized to them.
-        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
+        health = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()
         assert health["pool"]["max"] == pool_size_for(os.cpu_count() or 1, 1)
+        assert health["migrations"] == "current"
+        assert httpx.get(f"http://127.0.0.1:{port}/livez", timeout=5).json() == {"status": "ok"}
     finally:
         output = stop(process)
     assert f"data in {tmp_path / 'pgdata'}" in output
     assert f"GraphiQL: http://127.0.0.1:{port}/graphql" in output
+    assert f"http://127.0.0.1:{port}/readyz (readiness)" in output
     printed = re.search(r"^\s+(\{\"Authorization\".*\})$", output, re.MULTILINE)
     assert printed is not None, output
     headers = json.loads(printed.group(1))
@@ -118,6 +124,59 @@ def test_serve_on_an_external_database_answers_queries(test_database: ScratchDat
     assert "Traceback" not in output
     # Two workers and no REDIS_URL: the operator is told the limits are per process.
     assert "log-in limits are counted per process" in output
+
+
+def serve_only_as_the_server_role(database: ScratchDatabase) -> subprocess.CompletedProcess[str]:
+    """`taskql serve` with only DATABASE_URL, as the deployment docs recommend."""
+    env = {k: v for k, v in database.env().items() if k != "MIGRATION_DATABASE_URL"}
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(free_port()), "--no-demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], reason: str) -> None:
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(error_lines) == 1, result.stderr
+    assert error_lines[0].startswith(
+        "taskql: error: not starting, the database is not migrated: "
+    ), error_lines
+    assert reason in error_lines[0]
+    assert "Ready for uvicorn" not in result.stdout
+
+
+def test_serve_with_only_the_server_url_refuses_an_unmigrated_database(
+    fresh_database: ScratchDatabase,
+) -> None:
+    """Guards: it started, answered /healthz ok, and then failed every log-in."""
+    assert_refused(serve_only_as_the_server_role(fresh_database), "no migration has been applied")
+
+
+async def test_serve_with_only_the_server_url_refuses_a_partly_migrated_database(
+    test_database: ScratchDatabase,
+) -> None:
+    newest = runner.migration_ids()[-1]
+    owner = await asyncpg.connect(test_database.owner_dsn)
+    try:
+        ran_on = await owner.fetchval("SELECT ran_on FROM migration WHERE name = $1", newest)
+        await owner.execute("DELETE FROM migration WHERE name = $1", newest)
+        try:
+            result = await asyncio.to_thread(serve_only_as_the_server_role, test_database)
+        finally:
+            await owner.execute(
+                "INSERT INTO migration (name, app_name, ran_on) VALUES ($1, 'taskql', $2)",
+                newest,
+                ran_on,
+            )
+    finally:
+        await owner.close()
+    assert_refused(result, f"1 of {len(runner.migration_ids())} migration(s) pending")
 
 
 LOG_IN = """mutation($email: String!) {

@@ -9,6 +9,7 @@ unrecorded migration present, or tables of a recorded one missing).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from types import ModuleType
 import asyncpg
 
 from db.errors import MigrationStateError, unavailable
+from db.migrate import guard
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "piccolo_migrations"
 APP_NAME = "taskql"
@@ -125,6 +127,65 @@ async def status(owner_dsn: str) -> MigrationStatus:
     return result
 
 
+#: The migration that lets the server role read ``migration`` (``not_current`` needs it).
+SERVER_READS_HISTORY = "2026-11-24T09:00:19:000000"
+
+
+@functools.cache
+def migration_ids() -> tuple[str, ...]:
+    """The ids of this checkout's migrations, in order (read once per process)."""
+    return tuple(m.id for m in migration_files())
+
+
+async def not_current(connection: asyncpg.Connection) -> str | None:
+    """Why the database is not migrated as far as this checkout (None: every migration of
+    the checkout is recorded as applied), in one line. Works as the server role (it reads
+    ``migration`` since SERVER_READS_HISTORY) and costs one round trip once it can.
+
+    Migrations recorded but unknown here are fine: during a deploy the old code runs on the
+    expanded schema (docs/operations/migrations.md)."""
+    ids = list(migration_ids())
+    row = await connection.fetchrow(
+        "SELECT to_regclass('public.migration') IS NOT NULL AS present, "
+        "coalesce(has_table_privilege(to_regclass('public.migration'), 'SELECT'), false) "
+        "AS readable"
+    )
+    if not row["present"]:
+        return "no migration has been applied (no migration table): run `taskql migrate forwards`"
+    if not row["readable"]:
+        return (
+            f"migration {SERVER_READS_HISTORY} is not applied (this role cannot read the "
+            "migration table): run `taskql migrate forwards`"
+        )
+    recorded = set(
+        await connection.fetchval(
+            "SELECT coalesce(array_agg(name), '{}') FROM migration "
+            "WHERE app_name = $1 AND name = ANY($2::text[])",
+            APP_NAME,
+            ids,
+        )
+    )
+    pending = [i for i in ids if i not in recorded]
+    if pending:
+        return (
+            f"{len(pending)} of {len(ids)} migration(s) pending (newest {ids[-1]}): "
+            "run `taskql migrate forwards`"
+        )
+    return None
+
+
+async def server_check(server_dsn: str) -> str | None:
+    """``not_current`` on a connection of its own (``taskql serve``'s start-up check)."""
+    try:
+        conn = await asyncpg.connect(server_dsn, timeout=10)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        raise unavailable(server_dsn, exc) from None
+    try:
+        return await not_current(conn)
+    finally:
+        await conn.close()
+
+
 def describe(result: MigrationStatus) -> list[str]:
     lines = [f"applied  {m}" for m in result.applied]
     lines += [f"pending  {m}" for m in result.pending]
@@ -144,26 +205,22 @@ def describe(result: MigrationStatus) -> list[str]:
 
 async def forwards() -> None:
     """Apply every pending migration, as the owner role, holding the migration advisory
-    lock so that two runners (two deploys, two CI jobs) never migrate at once."""
+    lock (``db.migrate.guard``) so that two runners (two deploys, two CI jobs) never
+    migrate at once."""
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
-    from db.engine import DB
-    from db.migrate.locks import migration_lock
-
-    connection = await DB.get_new_connection()
-    try:
-        async with migration_lock(connection):
-            result = await run_forwards(app_name=APP_NAME, migration_id="all")
-    finally:
-        await connection.close()
+    guard.install()
+    result = await run_forwards(app_name=APP_NAME, migration_id="all")
     if not result.success:
         raise MigrationStateError(result.message or "migrations failed")
 
 
 async def backwards(migration_id: str = "all") -> None:
-    """Reverse applied migrations down to and including ``migration_id`` ("all": every one)."""
+    """Reverse applied migrations down to and including ``migration_id`` ("all": every one),
+    holding the migration advisory lock."""
     from piccolo.apps.migrations.commands.backwards import run_backwards
 
+    guard.install()
     result = await run_backwards(app_name=APP_NAME, migration_id=migration_id, auto_agree=True)
     if not result.success:
         raise MigrationStateError(result.message or "reversing migrations failed")

@@ -3,6 +3,7 @@ database and on one holding data; `taskql migrate status` tells the truth."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -156,3 +157,102 @@ def test_piccolos_own_command_works_from_the_project_root(test_database: Scratch
     )
     assert result.returncode == 0, result.stderr
     assert "No migrations need to be run" in result.stdout
+
+
+async def test_status_exits_1_while_a_migration_is_pending(
+    test_database: ScratchDatabase, owner: asyncpg.Connection
+) -> None:
+    """Guards: `migrate status` exited 0 with 14 migrations pending (the README says 1)."""
+    newest = runner.migration_files()[-1].id
+    ran_on = await owner.fetchval("SELECT ran_on FROM migration WHERE name = $1", newest)
+    await owner.execute("DELETE FROM migration WHERE name = $1", newest)
+    try:
+        result = taskql(test_database, "migrate", "status")
+    finally:
+        await owner.execute(
+            "INSERT INTO migration (name, app_name, ran_on) VALUES ($1, 'taskql', $2)",
+            newest,
+            ran_on,
+        )
+    assert result.returncode == 1, result.stdout
+    assert f"pending  {newest}" in result.stdout
+    assert "1 migration(s) pending" in result.stdout
+
+
+ROOT = Path(__file__).resolve().parents[2]
+PICCOLO = str(Path(sys.executable).parent / "piccolo")
+
+
+async def _spawn(database: ScratchDatabase, *argv: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        env=database.env(),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+
+
+async def _finish(process: asyncio.subprocess.Process, seconds: float) -> str:
+    output, _ = await asyncio.wait_for(process.communicate(), seconds)
+    return output.decode()
+
+
+async def test_two_concurrent_piccolo_runs_take_turns_on_a_fresh_database(
+    fresh_database: ScratchDatabase,
+) -> None:
+    """Guards: `piccolo migrations forwards all` ignored the migration advisory lock; of two
+    concurrent runs one failed (`extension "pg_trgm" already exists`)."""
+    runs = [
+        await _spawn(fresh_database, PICCOLO, "migrations", "forwards", "all") for _ in range(2)
+    ]
+    outputs = [await _finish(run, 300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], "\n---\n".join(outputs)
+    # One applied everything; the other waited for the lock and found nothing to do.
+    assert sum("No migrations need to be run" in output for output in outputs) == 1, outputs
+    connection = await asyncpg.connect(fresh_database.owner_dsn)
+    try:
+        recorded = await connection.fetch(
+            "SELECT name, count(*) AS n FROM migration WHERE app_name = 'taskql' GROUP BY name"
+        )
+    finally:
+        await connection.close()
+    assert sorted(r["name"] for r in recorded) == [m.id for m in runner.migration_files()]
+    assert all(r["n"] == 1 for r in recorded)
+    assert (await runner.status(fresh_database.owner_dsn)).up_to_date
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "-m", "api.cli", "migrate", "backwards", "--to", "{newest}", "--yes"],
+        [PICCOLO, "migrations", "backwards", "taskql", "{newest}", "--auto_agree"],
+    ],
+    ids=["taskql", "piccolo"],
+)
+async def test_reversing_waits_for_the_migration_lock(
+    test_database: ScratchDatabase,
+    owner: asyncpg.Connection,
+    fresh_pool: asyncpg.Pool,
+    command: list[str],
+) -> None:
+    """Guards: `taskql migrate backwards` (and Piccolo's backwards) ignored the lock."""
+    from db.migrate.locks import MIGRATION_LOCK_KEY
+
+    newest = runner.migration_files()[-1].id
+    holder = await asyncpg.connect(test_database.owner_dsn)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        process = await _spawn(test_database, *(part.format(newest=newest) for part in command))
+        try:
+            await asyncio.sleep(4)
+            assert process.returncode is None, await _finish(process, 10)
+            assert await owner.fetchval("SELECT count(*) FROM migration WHERE name = $1", newest)
+        finally:
+            await holder.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+        output = await _finish(process, 120)
+        assert process.returncode == 0, output
+        assert not await owner.fetchval("SELECT count(*) FROM migration WHERE name = $1", newest)
+    finally:
+        await holder.close()
+        ok(taskql(test_database, "migrate", "forwards"))
