@@ -241,4 +241,5 @@ async def test_generated_requests_never_break_the_server(
         "SELECT count(*) FROM audit_logs WHERE request_id = $1", request_id
     )
     if rows:
-        assert response.status_code == 200 and succeeded(body), (rows, body)
+        assert response.status_code == 200, (rows, body)
+        assert succeeded(body), (rows, body)

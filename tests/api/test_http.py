@@ -150,7 +150,7 @@ async def test_other_methods_are_a_405_in_graphql_json(api: Api) -> None:
 
 
 async def test_cors_preflight_is_answered_for_configured_origins(pool: asyncpg.Pool) -> None:
-    app = create_app(Settings(taskql_cors_origins="https://app.example.test"))
+    app = create_app(Settings(taskql_cors_origins=("https://app.example.test",)))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://taskql.test"
     ) as client:
