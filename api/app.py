@@ -11,36 +11,47 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException, StarletteRequestAdapter
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 
-from api import graphiql
+from api import faults, graphiql, http
 from api.auth import SCOPE_KEY, TRANSACTION_KEY, Auth
 from api.compiler import Compiler
 from api.context import Context
 from api.disconnect import CancelOnDisconnect
-from api.errors import INTERNAL_SERVER_ERROR, error_body
+from api.errors import (
+    INTERNAL_SERVER_ERROR,
+    SERVICE_UNAVAILABLE,
+    TIMEOUT,
+    ApiError,
+    error_body,
+)
 from api.extensions import coded_errors, operation_context
 from api.fairness import Fairness
 from api.health import Health
-from api.middleware import TaskqlMiddleware
+from api.middleware import BodyTooLarge, TaskqlMiddleware
 from api.ratelimit import LoginLimits
 from api.schema import build_schema
 from api.settings import Settings, get_settings
 from db.engine import DB
-from db.errors import DatabaseError
 from db.targets import resolve
 from db.tenancy import OpenTransaction, request_transaction
 
 _log = logging.getLogger("taskql")
+
+#: Request scope keys: the negotiated response media type, Strawberry's sub-response.
+MEDIA_TYPE_KEY = "taskql.media_type"
+SUB_RESPONSE_KEY = "taskql.sub_response"
 
 
 class TaskqlGraphQL(GraphQL[Context, None]):
@@ -63,48 +74,93 @@ class TaskqlGraphQL(GraphQL[Context, None]):
         self.login_limits = LoginLimits(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """POSTed queries that ``api.compiler`` can answer in one statement skip GraphQL
-        execution; everything else (and every request that would end in an error) goes to
-        Strawberry, with the body already read."""
-        if self.compiler is None or scope["type"] != "http" or scope["method"] != "POST":
+        """GraphQL over HTTP (``api.http``). POSTed queries that ``api.compiler`` can answer in
+        one statement skip GraphQL execution; everything else (and every request that would
+        end in an error) goes to Strawberry, with the body already read. Whatever goes wrong,
+        the answer is GraphQL JSON: request errors with their 4xx, never a plain-text 500."""
+        if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
         request = Request(scope, receive)
-        response = await self.compiled(request)
-        if response is None:
-            try:
-                response = await self.run(request)
-            except HTTPException as exc:
-                response = PlainTextResponse(exc.reason, status_code=exc.status_code)
+        media_type = http.response_media_type(request.headers.get("accept"))
+        scope[MEDIA_TYPE_KEY] = media_type
+        auth: Auth | None = scope.get(SCOPE_KEY)
+        request_id = auth.request_id if auth else None
+        try:
+            response = await self._answer(request)
+        except http.RequestError as exc:
+            response = http.error_response(exc, request_id, media_type)
+        except HTTPException as exc:  # Strawberry's own refusals
+            response = http.error_response(
+                http.RequestError(exc.status_code, exc.reason), request_id, media_type
+            )
+        except (BodyTooLarge, ClientDisconnect):
+            raise  # the middleware answers these
+        except Exception as exc:
+            known = faults.fault(exc, self.settings)
+            if known is None:
+                _log.error("unexpected error [request %s]", request_id, exc_info=exc)
+                error = http.RequestError(500, "Unexpected error.", code=INTERNAL_SERVER_ERROR)
+            else:
+                faults.log(exc, request_id, "request failed")
+                error = _fault_error(known)
+            response = http.error_response(error, request_id, media_type)
         await response(scope, receive, send)
+
+    async def _answer(self, request: Request) -> Response:
+        if request.method not in ("GET", "POST"):
+            raise http.RequestError(
+                405,
+                f"GraphQL is served over GET and POST, not {request.method}",
+                headers={"Allow": "GET, POST"},
+            )
+        response = None
+        if self.compiler is not None and request.method == "POST":
+            response = await self.compiled(request)
+        if response is None:
+            response = await self.run(request)
+        if response.media_type == http.APPLICATION_JSON or response.headers.get(
+            "content-type", ""
+        ).startswith(http.APPLICATION_JSON):
+            response.headers["content-type"] = request.scope[MEDIA_TYPE_KEY]
+        return response
+
+    async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> GraphQLRequestData:
+        """One reading of the request for both paths (``api.http``)."""
+        return await http.read_operation(request)
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        try:
+            return await super().execute_single(
+                request, request_adapter, sub_response, context, root_value, request_data
+            )
+        except HTTPException as exc:
+            if isinstance(exc.__cause__, InvalidOperationTypeError) and request.method == "GET":
+                raise http.RequestError(
+                    405, "a mutation must be sent with POST", headers={"Allow": "POST"}
+                ) from None
+            raise
 
     async def compiled(self, request: Request) -> Response | None:
         """The compiled answer, or None when the resolvers must answer."""
         assert self.compiler is not None
-        if not request.headers.get("content-type", "").startswith("application/json"):
-            return None
+        data = await http.read_operation(StarletteRequestAdapter(request))
         auth: Auth = request.scope[SCOPE_KEY]
         if auth.viewer is None:
             return None
-        try:
-            data = json.loads(await request.body())
-        except ValueError:
-            return None
-        if not isinstance(data, dict):
-            return None
-        query, name, variables = data.get("query"), data.get("operationName"), data.get("variables")
-        if variables is None:
-            variables = {}
-        if (
-            not isinstance(query, str)
-            or not isinstance(name, str | None)
-            or not isinstance(variables, dict)
-        ):
-            return None
+        assert data.query is not None
         prepared = self.compiler.prepare(
-            query,
-            name,
-            variables,
+            data.query,
+            data.operation_name,
+            data.variables or {},
             auth.tenant.organization_id if auth.tenant else None,
             auth.viewer.user_id,
             auth.tenant.role if auth.tenant else None,
@@ -112,6 +168,7 @@ class TaskqlGraphQL(GraphQL[Context, None]):
         if prepared is None:
             return None
         sql, params = prepared
+        media_type = request.scope.get(MEDIA_TYPE_KEY, http.APPLICATION_JSON)
         opened: OpenTransaction | None = request.scope.get(TRANSACTION_KEY)
         try:
             if opened is not None and opened.open:
@@ -124,22 +181,46 @@ class TaskqlGraphQL(GraphQL[Context, None]):
                     executor,
                 ):
                     text = await executor.fetchval(sql, *params)
+        except faults.FAULTS as exc:
+            # What the resolvers answer for the same failure (api.faults).
+            if opened is not None:
+                await opened.close()
+            faults.log(exc, auth.request_id, "compiled query failed")
+            known = faults.fault(exc, self.settings)
+            assert known is not None
+            if known.code == TIMEOUT:
+                body = json.dumps(
+                    {
+                        "data": None,
+                        "errors": [
+                            {
+                                "message": known.message,
+                                "extensions": {
+                                    **(known.extensions or {}),
+                                    "requestId": auth.request_id,
+                                },
+                            }
+                        ],
+                    }
+                )
+                return Response(body, media_type=media_type)
+            return http.error_response(_fault_error(known), auth.request_id, media_type)
         except asyncpg.PostgresError as exc:
             # What the resolvers answer for a failed statement: masked, logged with the id.
             _log.error("compiled query failed [request %s]: %s", auth.request_id, exc)
-            body = error_body(INTERNAL_SERVER_ERROR, "Unexpected error.", requestId=auth.request_id)
-            return Response(body, media_type="application/json")
-        except (DatabaseError, OSError, asyncpg.InterfaceError):
-            if opened is not None:
-                await opened.close()
-            return None  # pool or connection trouble: the resolver path reports it
+            masked = error_body(
+                INTERNAL_SERVER_ERROR, "Unexpected error.", requestId=auth.request_id
+            )
+            return Response(masked, media_type=media_type)
         extensions = ""
         if self.settings.taskql_sql_stats:
             extensions = f',"extensions":{{"sqlStatements":{executor.statements}}}'
-        return Response(f'{{"data":{text}{extensions}}}', media_type="application/json")
+        return Response(f'{{"data":{text}{extensions}}}', media_type=media_type)
 
     async def get_context(self, request: Request, response: Response) -> Context:  # type: ignore[override]
         auth: Auth = request.scope[SCOPE_KEY]
+        # The response's status, headers and media type are decided by process_result.
+        request.scope[SUB_RESPONSE_KEY] = response
         return Context(
             request=request,
             response=response,
@@ -152,15 +233,48 @@ class TaskqlGraphQL(GraphQL[Context, None]):
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
         """Every error leaves with its code (and unexpected ones masked), whatever phase
-        raised it: parsing, validation, limits or execution."""
+        raised it: parsing, validation, limits or execution. The status: 503 (with
+        Retry-After) when the database is unavailable or the pool exhausted; with
+        ``application/graphql-response+json``, 400 and no ``data`` when the request failed
+        before execution (parse, validation, limits, variable coercion); 200 otherwise."""
+        auth: Auth | None = request.scope.get(SCOPE_KEY)
         if result.errors:
-            auth: Auth | None = request.scope.get(SCOPE_KEY)
-            result.errors = coded_errors(result.errors, auth.request_id if auth else None)
-        return process_result(result)
+            result.errors = coded_errors(
+                result.errors, auth.request_id if auth else None, self.settings
+            )
+        body = process_result(result)
+        sub_response: Response | None = request.scope.get(SUB_RESPONSE_KEY)
+        media_type = request.scope.get(MEDIA_TYPE_KEY, http.APPLICATION_JSON)
+        if sub_response is None or not result.errors:
+            return body
+        extensions = [error.extensions or {} for error in result.errors]
+        before_execution = result.data is None and all(e.path is None for e in result.errors)
+        if any(e.get("code") == SERVICE_UNAVAILABLE for e in extensions):
+            sub_response.status_code = 503
+            retry = max(int(e.get("retryAfterSeconds") or 1) for e in extensions)
+            sub_response.headers["Retry-After"] = str(retry)
+        elif media_type == http.GRAPHQL_RESPONSE_JSON and before_execution:
+            sub_response.status_code = 400
+        if media_type == http.GRAPHQL_RESPONSE_JSON and before_execution:
+            body.pop("data", None)
+        return body
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         """taskql's own GraphiQL page (``api.graphiql``): pinned local assets, no CDN."""
         return await graphiql.page(request)
+
+
+def _fault_error(known: ApiError) -> http.RequestError:
+    """A SERVICE_UNAVAILABLE error as a request error: 503 with Retry-After."""
+    extensions = dict(known.extensions or {})
+    retry = extensions.get("retryAfterSeconds")
+    return http.RequestError(
+        503,
+        known.message,
+        code=str(extensions.pop("code", SERVICE_UNAVAILABLE)),
+        headers={"Retry-After": str(retry)} if retry else None,
+        extensions=extensions,
+    )
 
 
 def tune_gc(settings: Settings) -> None:
@@ -216,6 +330,24 @@ async def _database() -> AsyncIterator[None]:
             await DB.close_connection_pool()
 
 
+def _cors(settings: Settings) -> list[Middleware]:
+    """Cross-origin access for the origins in TASKQL_CORS_ORIGINS (none by default), outside
+    authentication, so preflights are answered and refusals (401, 503) carry the headers.
+    Bearer tokens, not cookies: no credentials are allowed."""
+    if not settings.taskql_cors_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.taskql_cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Organization", "X-Request-Id"],
+            expose_headers=["X-Request-Id", "Retry-After"],
+            max_age=settings.taskql_cors_max_age_seconds,
+        )
+    ]
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     graphql = TaskqlGraphQL(settings)
@@ -225,11 +357,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/livez", health.livez, methods=["GET"]),
             Route("/readyz", health.readyz, methods=["GET"]),
             Route("/healthz", health.healthz, methods=["GET"]),  # deprecated: /readyz
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            # Every method reaches the view, which refuses others with a GraphQL JSON 405.
+            Route("/graphql", graphql),
             Route(f"{graphiql.STATIC_PATH}/{{name}}", graphiql.static, methods=["GET", "HEAD"]),
         ],
         middleware=[
-            # Outermost: a client that goes away cancels everything below.
+            *_cors(settings),
+            # Then: a client that goes away cancels everything below.
             Middleware(CancelOnDisconnect),
             Middleware(
                 TaskqlMiddleware,
@@ -240,6 +374,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     settings.taskql_max_operations_per_caller,
                     settings.taskql_max_queued_per_caller,
                 ),
+                settings=settings,
             ),
         ],
         lifespan=lifespan,

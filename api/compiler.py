@@ -59,7 +59,7 @@ from graphql.pyutils import Undefined
 from graphql.utilities import value_from_ast
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 
-from api import cost
+from api import cost, inputs
 from api.auth import ROLE_RANK
 from api.errors import ApiError
 from api.ids import decode_id, from_global_id
@@ -969,6 +969,7 @@ class Compiler:
         the resolvers must answer instead."""
         if plan.needs_tenant and not has_tenant:
             raise Unsupported("no tenant")
+        inputs.check_variables(raw_variables)  # an ApiError: the resolvers report it
         coerced = get_variable_values(
             self.schema, plan.operation.variable_definitions or (), raw_variables
         )

@@ -38,11 +38,13 @@ from graphql import (
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
+    Visitor,
     get_named_type,
+    visit,
 )
 from graphql.execution.values import VariableValues, get_argument_values
 
-from api import errors, validation
+from api import errors, inputs, validation
 from api.settings import Settings
 from api.types.node import TaskStatus
 
@@ -141,6 +143,22 @@ def expanded_fields(document: DocumentNode, operation: OperationDefinitionNode) 
     return count(operation.selection_set, frozenset())
 
 
+def unknown_fragment(document: DocumentNode) -> str | None:
+    """The name of the first fragment spread whose fragment the document does not define."""
+    fragments = _fragments(document)
+    found: list[str] = []
+
+    class Spreads(Visitor):
+        def enter_fragment_spread(self, node: FragmentSpreadNode, *_: Any) -> Any:
+            if node.name.value not in fragments:
+                found.append(node.name.value)
+                return Visitor.BREAK
+            return None
+
+    visit(document, Spreads())
+    return found[0] if found else None
+
+
 def root_fields(document: DocumentNode, operation: OperationDefinitionNode) -> list[str]:
     """The operation's root field names, through fragments (each spread once)."""
     fragments = _fragments(document)
@@ -164,8 +182,14 @@ def root_fields(document: DocumentNode, operation: OperationDefinitionNode) -> l
 def check_document(
     document: DocumentNode, operation_name: str | None, settings: Settings
 ) -> OperationDefinitionNode:
-    """The checks that need no schema or variables, before validation. Raises CostError."""
+    """The checks that need no schema or variables, before validation. Raises CostError
+    (or BadUserInput for a string literal PostgreSQL cannot store, ``api.inputs``)."""
     operation = select_operation(document, operation_name)
+    unknown = unknown_fragment(document)
+    if unknown is not None:
+        # Validation reports it too, but strawberry's depth limiter fails on it first.
+        raise CostError(f"Unknown fragment '{unknown}'.")
+    inputs.check_document(document)
     fields = expanded_fields(document, operation)
     if fields > settings.taskql_max_fields:
         raise CostError(

@@ -18,6 +18,8 @@ NOT_FOUND = "NOT_FOUND"
 BAD_USER_INPUT = "BAD_USER_INPUT"
 CONFLICT = "CONFLICT"
 RATE_LIMITED = "RATE_LIMITED"
+#: A statement ran over the request's statement timeout (or a lock wait over the lock timeout).
+TIMEOUT = "TIMEOUT"
 #: A mutation payload of an operation that was rolled back because another part failed.
 ROLLED_BACK = "ROLLED_BACK"
 #: A store the request needs (the database, the rate-limit counters) is not answering.
@@ -30,6 +32,7 @@ CODES = (
     BAD_USER_INPUT,
     CONFLICT,
     RATE_LIMITED,
+    TIMEOUT,
     ROLLED_BACK,
     SERVICE_UNAVAILABLE,
     INTERNAL_SERVER_ERROR,
@@ -75,6 +78,12 @@ class RateLimited(ApiError):
     code = RATE_LIMITED
 
 
+class Timeout(ApiError):
+    """A statement was cancelled by a timeout; the extensions name the limit."""
+
+    code = TIMEOUT
+
+
 class ServiceUnavailable(ApiError):
     """A store the request needs is not answering; retry later."""
 
@@ -82,7 +91,8 @@ class ServiceUnavailable(ApiError):
 
 
 def error_body(code: str, message: str, **extensions: Any) -> bytes:
-    """A GraphQL-shaped JSON body for errors raised before GraphQL runs (401, 403, 413)."""
+    """The GraphQL JSON body of a request error: one raised before GraphQL runs (400, 401,
+    403, 405, 413, 415, 503). As GraphQL over HTTP says, it has no ``data`` entry."""
     return json.dumps(
-        {"data": None, "errors": [{"message": message, "extensions": {"code": code, **extensions}}]}
+        {"errors": [{"message": message, "extensions": {"code": code, **extensions}}]}
     ).encode()

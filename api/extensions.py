@@ -12,7 +12,7 @@ from graphql import DocumentNode, ExecutionResult, GraphQLError, OperationDefini
 from graphql.execution.values import get_variable_values
 from strawberry.extensions import SchemaExtension
 
-from api import cost, errors
+from api import cost, errors, faults, inputs
 from api.auth import TRANSACTION_KEY, Auth
 from api.context import Context
 from api.logs import RateLimitedLog, failure_kind
@@ -44,6 +44,11 @@ class OperationTransaction(SchemaExtension):
 
     async def on_execute(self) -> AsyncIterator[None]:
         context: Context = self.execution_context.context
+        if self.execution_context.result is not None:
+            # Refused before execution (variables that do not coerce, over the node limit):
+            # nothing runs, so no connection is taken.
+            yield
+            return
         opened: OpenTransaction | None = context.request.scope.get(TRANSACTION_KEY)
         if opened is not None and opened.open:
             # Begun by the middleware, whose first statement authenticated the caller.
@@ -85,14 +90,30 @@ class OperationTransaction(SchemaExtension):
         return context.failed or (result is not None and bool(result.errors))
 
 
-def coded_errors(errors_: list[GraphQLError], request_id: str | None) -> list[GraphQLError]:
+def coded_errors(
+    errors_: list[GraphQLError], request_id: str | None, settings: Settings
+) -> list[GraphQLError]:
     """Give every error an ``extensions.code``; mask unexpected ones, keeping the request id
     so the log line can be found. Applied by the view to every result (parse, validation,
     limits and execution errors alike)."""
-    return [_coded(error, request_id) for error in errors_]
+    return [_coded(error, request_id, settings) for error in errors_]
 
 
-def _coded(error: GraphQLError, request_id: str | None) -> GraphQLError:
+def _client_mistake(error: GraphQLError) -> bool:
+    """An error graphql-core reports about the request itself, before any field runs: a
+    syntax or validation error, a limit, a variable or literal that does not coerce (its
+    original error is the scalar's refusal: strawberry's DateTime raises a ValueError)."""
+    original = error.original_error
+    if original is None:
+        return True
+    return (
+        error.path is None
+        and bool(error.nodes)
+        and isinstance(original, GraphQLError | ValueError | TypeError)
+    )
+
+
+def _coded(error: GraphQLError, request_id: str | None, settings: Settings) -> GraphQLError:
     """The error with its code. Logged here, once, for every error (``api.schema`` keeps
     Strawberry from logging each with a traceback): client errors in one line with the
     request id and code; a database outage in one line per kind and interval
@@ -109,8 +130,19 @@ def _coded(error: GraphQLError, request_id: str | None) -> GraphQLError:
             error.path,
             extensions=extensions,
         )
-    if original is None:
-        # Syntax and validation errors, limits: the client's query is at fault.
+    known = faults.fault(original, settings)
+    if known is not None and original is not None:
+        faults.log(original, request_id, f"operation failed at {error.path}")
+        return GraphQLError(
+            known.message,
+            error.nodes,
+            error.source,
+            error.positions,
+            error.path,
+            extensions={**(known.extensions or {}), "requestId": request_id},
+        )
+    if _client_mistake(error):
+        # The client's document or variables are at fault; graphql-core's message says how.
         code = (error.extensions or {}).get("code", errors.BAD_USER_INPUT)
         _log_client_error(request_id, code, error.message)
         return GraphQLError(
@@ -191,6 +223,7 @@ class OperationLimits(SchemaExtension):
                 operation = cost.check_document(
                     document, getattr(context, "_provided_operation_name", None), self.settings
                 )
+                inputs.check_variables(context.variables)
                 self._check_introspection(document, operation)
             except GraphQLError as error:
                 context.pre_execution_errors = [error]
@@ -217,21 +250,21 @@ class OperationLimits(SchemaExtension):
                 )
             except GraphQLError:
                 operation = None
-            coerced = (
-                get_variable_values(
+            if operation is not None:
+                coerced = get_variable_values(
                     context.schema._schema,
                     operation.variable_definitions or (),
                     context.variables or {},
                 )
-                if operation is not None
-                else []
-            )
-            # Variables that do not coerce: execution reports them, and runs nothing.
-            if operation is not None and not isinstance(coerced, list):
-                try:
-                    cost.check_operation(
-                        context.schema._schema, document, operation, coerced, self.settings
-                    )
-                except cost.CostError as over:
-                    context.result = ExecutionResult(data=None, errors=[over])
+                if isinstance(coerced, list):
+                    # Variables that do not coerce: reported as graphql-core reports them,
+                    # and nothing runs (no transaction is opened).
+                    context.result = ExecutionResult(data=None, errors=coerced)
+                else:
+                    try:
+                        cost.check_operation(
+                            context.schema._schema, document, operation, coerced, self.settings
+                        )
+                    except cost.CostError as over:
+                        context.result = ExecutionResult(data=None, errors=[over])
         yield

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from typing import Any
 
 import asyncpg
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import faults
 from api.auth import SCOPE_KEY, TRANSACTION_KEY, Auth, Tenant, Viewer, current_auth
 from api.errors import (
     BAD_USER_INPUT,
@@ -30,8 +33,10 @@ from api.errors import (
     error_body,
 )
 from api.fairness import Fairness, TooBusy
+from api.http import APPLICATION_JSON, response_media_type
 from api.ids import from_global_id
 from api.logs import RateLimitedLog, failure_kind
+from api.settings import Settings, get_settings
 from db.errors import DatabaseError
 from db.queries.users import token_hash
 from db.tenancy import OpenTransaction, TenantContext, begin_request
@@ -53,9 +58,12 @@ class TaskqlMiddleware:
         statement_timeout_ms: int | None = None,
         trusted_proxies: Sequence[IPv4Network | IPv6Network] = (),
         fairness: Fairness | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.app = app
         self.fairness = fairness or Fairness(per_caller=2, max_waiting=16)
+        #: For the messages of api.faults (which timeout applies).
+        self.settings = settings or get_settings()
         self.trusted_proxies = tuple(trusted_proxies)
         self.max_body_bytes = max_body_bytes
         self.paths = paths
@@ -67,6 +75,7 @@ class TaskqlMiddleware:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = _request_id(headers.get("x-request-id"))
+        reject = partial(_reject, send, media_type=response_media_type(headers.get("accept")))
         client = scope.get("client")
         auth = Auth(
             request_id=request_id,
@@ -84,8 +93,7 @@ class TaskqlMiddleware:
 
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _reject(
-                send,
+            await reject(
                 413,
                 BAD_USER_INPUT,
                 f"request body over {self.max_body_bytes} bytes",
@@ -96,8 +104,7 @@ class TaskqlMiddleware:
         token = _bearer(headers.get("authorization"))
         organization = headers.get("x-organization", "").strip() or None
         if token is None and headers.get("authorization"):
-            await _reject(
-                send,
+            await reject(
                 401,
                 UNAUTHENTICATED,
                 "malformed Authorization header: use 'Bearer <token>'",
@@ -105,8 +112,7 @@ class TaskqlMiddleware:
             )
             return
         if token is None and organization is not None:
-            await _reject(
-                send,
+            await reject(
                 401,
                 UNAUTHENTICATED,
                 "X-Organization needs an authenticated caller",
@@ -116,16 +122,15 @@ class TaskqlMiddleware:
         caller = f"token:{token_hash(token).hex()}" if token else f"address:{auth.client_ip}"
         try:
             async with self.fairness.slot(caller):
-                await self._run(scope, receive, send, auth, token, organization, request_id)
+                await self._run(scope, receive, send, reject, auth, token, organization, request_id)
         except TooBusy:
-            await _reject(
-                send,
+            await reject(
                 429,
                 RATE_LIMITED,
                 f"too many operations at once: at most {self.fairness.per_caller} run per "
                 "caller and the rest wait in a short queue; retry after the answers arrive",
                 request_id,
-                retry_after=1,
+                headers={"retry-after": "1"},
             )
 
     async def _run(
@@ -133,6 +138,7 @@ class TaskqlMiddleware:
         scope: Scope,
         receive: Receive,
         send: Send,
+        reject: Callable[..., Awaitable[None]],
         auth: Auth,
         token: str | None,
         organization: str | None,
@@ -146,8 +152,7 @@ class TaskqlMiddleware:
                 try:
                     receive = await _buffered(receive, self.max_body_bytes)
                 except BodyTooLarge:
-                    await _reject(
-                        send,
+                    await reject(
                         413,
                         BAD_USER_INPUT,
                         f"request body over {self.max_body_bytes} bytes",
@@ -166,7 +171,7 @@ class TaskqlMiddleware:
             )
             try:
                 opened, row = await begin_request(token_hash(token), org_id, org_slug, context)
-            except (DatabaseError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (*faults.FAULTS, asyncpg.PostgresError) as exc:
                 # Not the caller's failure: PostgreSQL (or the pool) is away. One line per
                 # kind and interval, however many requests fail the same way.
                 _outage.error(
@@ -175,17 +180,27 @@ class TaskqlMiddleware:
                     request_id,
                     exc,
                 )
-                await _reject(
-                    send, 503, "INTERNAL_SERVER_ERROR", "database unavailable", request_id
+                known = faults.fault(exc, self.settings) or faults.fault(
+                    DatabaseError(), self.settings
+                )
+                assert known is not None
+                extensions = dict(known.extensions or {})
+                await reject(
+                    503,
+                    str(extensions.pop("code")),
+                    known.message,
+                    request_id,
+                    headers={"retry-after": str(faults.RETRY_AFTER_SECONDS)},
+                    **extensions,
                 )
                 return
             if row is None:
                 await opened.close()
-                await _reject(send, 401, UNAUTHENTICATED, "invalid or expired token", request_id)
+                await reject(401, UNAUTHENTICATED, "invalid or expired token", request_id)
                 return
             if organization is not None and row["organization_id"] is None:
                 await opened.close()
-                await _reject(send, 403, FORBIDDEN, "not a member of this organization", request_id)
+                await reject(403, FORBIDDEN, "not a member of this organization", request_id)
                 return
             if scope["type"] != "http":
                 await opened.close()  # a WebSocket (refused downstream) keeps no transaction
@@ -209,8 +224,7 @@ class TaskqlMiddleware:
                 scope, _limited(receive, self.max_body_bytes), _with_request_id(send, request_id)
             )
         except BodyTooLarge:
-            await _reject(
-                send,
+            await reject(
                 413,
                 BAD_USER_INPUT,
                 f"request body over {self.max_body_bytes} bytes",
@@ -314,17 +328,25 @@ async def _reject(
     code: str,
     message: str,
     request_id: str,
-    retry_after: int | None = None,
+    *,
+    media_type: str = APPLICATION_JSON,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
 ) -> None:
-    body = error_body(code, message, requestId=request_id)
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", request_id.encode()),
-    ]
-    if retry_after is not None:
-        headers.append((b"retry-after", str(retry_after).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    """A request error (GraphQL JSON, no ``data``), in the media type the client accepts."""
+    body = error_body(code, message, **extensions, requestId=request_id)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", media_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+                *((k.encode(), v.encode()) for k, v in (headers or {}).items()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

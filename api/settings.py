@@ -34,6 +34,11 @@ class Settings(DatabaseSettings):
     #: Peers whose X-Forwarded-For is believed (IPs or CIDRs, comma-separated); none by
     #: default: the client address is the socket peer. See docs/architecture/api.md.
     taskql_trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = ()
+    #: Origins whose pages may call the API from a browser (CORS), comma-separated, e.g.
+    #: ``https://app.example.com``; ``*`` for any. None by default (no CORS headers).
+    taskql_cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    #: How long a browser may cache a CORS preflight answer.
+    taskql_cors_max_age_seconds: int = Field(default=600, ge=0)
     #: Shared rate-limit counters (``redis://host:port/db``); unset: in process memory,
     #: right only for one process.
     redis_url: str | None = None
@@ -81,6 +86,15 @@ class Settings(DatabaseSettings):
             value = [part for part in value.replace(",", " ").split() if part]
         if isinstance(value, list | tuple):
             return tuple(ip_network(str(part), strict=False) for part in value)
+        return value
+
+    @field_validator("taskql_cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in value.replace(",", " ").split() if part]
+        if isinstance(value, list | tuple):
+            return tuple(str(part).rstrip("/") for part in value)
         return value
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ write happened that did not.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ from api.types.errors import (
     not_found,
     validation,
 )
+
+_log = logging.getLogger("taskql.mutations")
 
 
 class Failed(Exception):
@@ -107,6 +110,18 @@ _CONSTRAINTS = {
 }
 
 
+#: SQLSTATE of a data exception -> what the client is told (never the driver's text).
+_DATA_ERRORS = {
+    "22001": "a text is longer than this field allows",
+    "22003": "a number is out of range",
+    "22007": "a date or time is malformed",
+    "22008": "a date or time is out of range",
+    "22021": "a text holds a character that cannot be stored",
+    "22P02": "a value is malformed",
+    "22P05": "a text holds a character that cannot be stored",
+}
+
+
 def _database_error(exc: asyncpg.PostgresError) -> UserError:
     name = getattr(exc, "constraint_name", None)
     if name in _CONSTRAINTS:
@@ -116,7 +131,10 @@ def _database_error(exc: asyncpg.PostgresError) -> UserError:
         return forbidden("your role does not allow this change")
     if isinstance(exc, asyncpg.UniqueViolationError):
         return conflict("this conflicts with an existing record")
-    return validation(str(exc).splitlines()[0])
+    state = getattr(exc, "sqlstate", None)
+    # The driver's text can quote the input, name parameters and internals: log it only.
+    _log.warning("mutation refused by the database: %s %s", state, str(exc).splitlines()[0])
+    return validation(_DATA_ERRORS.get(state or "", "a value of this input was refused as invalid"))
 
 
 @asynccontextmanager
@@ -146,6 +164,9 @@ async def mutation(info: Info) -> AsyncIterator[Run]:
         asyncpg.DataError,
     ) as exc:
         run.errors = [_database_error(exc)]
+    except asyncpg.exceptions._base.DataError as exc:  # asyncpg could not encode a value
+        _log.warning("mutation input refused by the driver: %s", str(exc).splitlines()[0])
+        run.errors = [validation(_DATA_ERRORS["22P02"])]
     if run.errors:
         info.context.failed = True
     else:

@@ -201,7 +201,9 @@ async def test_an_unreachable_redis_refuses_log_in_with_a_code(pool: object) -> 
             response = await api.post(LOG_IN, {"email": unique_email(), "password": "x" * 12})
     finally:
         await close(app)
-    assert response.status_code == 200
+    # SERVICE_UNAVAILABLE is a 503 with Retry-After (docs/architecture/api.md, "Errors and HTTP").
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
     error = response.json()["errors"][0]
     assert error["extensions"]["code"] == "SERVICE_UNAVAILABLE"
     assert error["message"] == "log-in is unavailable for a moment; try again later"

@@ -13,6 +13,7 @@ from graphql import GraphQLError
 from api import extensions, middleware
 from api.extensions import coded_errors
 from api.logs import RateLimitedLog
+from api.settings import Settings
 from db.engine import DB
 from tests.api.conftest import Api
 from tests.api.world import Org
@@ -73,7 +74,7 @@ def test_an_unexpected_error_is_masked_and_logged_with_its_traceback(
     except ZeroDivisionError as exc:
         error = GraphQLError("a bug", original_error=exc)
     with caplog.at_level(logging.DEBUG):
-        (masked,) = coded_errors([error], "req-bug")
+        (masked,) = coded_errors([error], "req-bug", Settings())
     assert masked.message == "Unexpected error."
     (line,) = records(caplog)
     assert line.levelno == logging.ERROR
