@@ -61,7 +61,7 @@ class TaskqlMiddleware:
         settings: Settings | None = None,
     ) -> None:
         self.app = app
-        self.fairness = fairness or Fairness(per_caller=2, max_waiting=16)
+        self.fairness = fairness or Fairness(per_caller=2, max_waiting=64)
         #: For the messages of api.faults (which timeout applies).
         self.settings = settings or get_settings()
         self.trusted_proxies = tuple(trusted_proxies)

@@ -63,7 +63,7 @@ class Settings(DatabaseSettings):
     #: Operations one caller (a session; an anonymous address) runs at once per process, and
     #: how many more may wait before it gets 429 (api.fairness, bench/abuse.py).
     taskql_max_operations_per_caller: int = Field(default=2, ge=1)
-    taskql_max_queued_per_caller: int = Field(default=16, ge=0)
+    taskql_max_queued_per_caller: int = Field(default=64, ge=0)
     #: Field selections of an operation once its fragments are expanded (api.cost).
     taskql_max_fields: int = Field(default=2_000, ge=100)
     #: Introspection (`__schema`, `__type`) and the GraphiQL page for anonymous callers.

@@ -9,6 +9,12 @@ used. Results go to bench/results/ as JSON and markdown (and a PNG chart when ma
 installed).
 
     TASKQL_DATABASE=taskql_large .venv/bin/python bench/load.py [--duration 10]
+
+``--pgbouncer`` also starts a real PgBouncer (``db.pgbouncer``, transaction pooling, as many
+server connections as the direct servers' pools hold in all) and a second API server behind
+it (``DB_PGBOUNCER=1``), runs every operation on both, alternately, and reports each
+operation's throughput and p95 through PgBouncer as a ratio of direct (results in
+``load-pgbouncer.*``, so the direct-only results stay as they were).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import asyncpg
 import psutil
 
 from api.ids import to_global_id
+from db import pgbouncer as pgbouncer_launcher
 from db.explain import find_sample, tenant_slugs
 from db.queries import users
 from db.settings import pool_size_for
@@ -41,6 +48,8 @@ from db.tenancy import TenantContext, request_transaction
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
+#: Suffix of the operations run through PgBouncer.
+THROUGH_PGBOUNCER = " [PgBouncer]"
 MAIN_QUERY = """query($id: ID!) { project(id: $id) { name tasks(first: 50) { edges { node {
   id title status priority assignee { id displayName }
   comments(first: 3) { nodes { id content author { id displayName } } } } } } } }"""
@@ -239,6 +248,7 @@ def main(
     only: list[str] | None = None,
     pool_size: int | None = None,
     repeat: int = 3,
+    through_pgbouncer: bool = False,
 ) -> None:
     wrk = ensure_wrk()
     targets = resolve()
@@ -270,6 +280,22 @@ def main(
             "LIMIT_POOL_SIZE": str(pool_size),
         },
     )
+    bouncer: pgbouncer_launcher.PgBouncer | None = None
+    behind: subprocess.Popen[bytes] | None = None
+    if through_pgbouncer:
+        # As many server connections as the direct API's pools hold together: the same
+        # concurrency reaches PostgreSQL, only the hop differs.
+        bouncer = pgbouncer_launcher.start(
+            [server_dsn], pool_size=workers * pool_size, max_client_conn=1000
+        )
+        user = pgbouncer_launcher.Upstream.parse(server_dsn).user
+        behind_port = free_port()
+        behind = start(
+            "api.app:create_app",
+            behind_port,
+            workers,
+            {**env, "DATABASE_URL": bouncer.dsn(user), "DB_PGBOUNCER": "1"},
+        )
     rows: list[dict[str, Any]] = []
     try:
         with tempfile.TemporaryDirectory() as scratch:
@@ -285,11 +311,20 @@ def main(
                 path.write_text(LUA.format(token=token, slug=slug, body=body))
                 return path
 
-            targets_to_run = [
-                (name, api_port, tree(api), script(name, q))
-                for name, q in OPERATIONS.items()
-                if not only or any(word in name for word in only)
-            ]
+            targets_to_run = []
+            for name, q in OPERATIONS.items():
+                if only and not any(word in name for word in only):
+                    continue
+                targets_to_run.append((name, api_port, tree(api), script(name, q)))
+                if behind is not None and bouncer is not None and bouncer.process is not None:
+                    targets_to_run.append(
+                        (
+                            name + THROUGH_PGBOUNCER,
+                            behind_port,
+                            [*tree(behind), bouncer.process.pid],
+                            script(name, q),
+                        )
+                    )
             targets_to_run.append(
                 (
                     "LIMIT: main query as one SQL statement",
@@ -310,6 +345,8 @@ def main(
                             cpu_seconds([pid]) - b
                             for pid, b in zip(pids[1:], before_each, strict=True)
                         ]
+                        if name.endswith(THROUGH_PGBOUNCER):
+                            each = each[:-1]  # PgBouncer's own CPU counts as the app's
                         run.update(
                             cpu_app_s=cpu_seconds(pids) - before_app,
                             cpu_postgres_s=cpu_used(before_pg, cpu_by_pid(postgres_pids())),
@@ -321,7 +358,7 @@ def main(
                     result.update(
                         operation=name,
                         concurrency=connections,
-                        statements=statements.get(name, 1),
+                        statements=statements.get(name.removesuffix(THROUGH_PGBOUNCER), 1),
                         runs=runs,
                     )
                     rows.append(result)
@@ -332,10 +369,21 @@ def main(
                         flush=True,
                     )
     finally:
-        for process in (api, limit):
-            process.terminate()
-            process.wait(10)
-    write_results(rows, duration, workers, project_size, repeat, pool_size)
+        for process in (api, limit, behind):
+            if process is not None:
+                process.terminate()
+                process.wait(10)
+        if bouncer is not None:
+            bouncer.stop()
+    write_results(
+        rows,
+        duration,
+        workers,
+        project_size,
+        repeat,
+        pool_size,
+        "load-pgbouncer" if through_pgbouncer else "load",
+    )
 
 
 def write_results(
@@ -345,10 +393,11 @@ def write_results(
     project_size: int,
     repeat: int,
     pool_size: int,
+    stem: str = "load",
 ) -> None:
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    (RESULTS / "load.json").write_text(
+    (RESULTS / f"{stem}.json").write_text(
         json.dumps(
             {
                 "generated": stamp,
@@ -378,7 +427,12 @@ def write_results(
             f"{r['p99']:.1f} | {r['statements']} | {r['cpu_app_s']:.1f} | {r['cpu_postgres_s']:.1f} | "
             f"{r.get('busiest_worker', 0):.2f} | {r['errors'] + r['non2xx']} |"
         )
-    main_rows = {r["concurrency"]: r for r in rows if r["operation"].startswith("main query")}
+    main_rows = {
+        r["concurrency"]: r
+        for r in rows
+        if r["operation"].startswith("main query")
+        and not r["operation"].endswith(THROUGH_PGBOUNCER)
+    }
     limit_rows = {r["concurrency"]: r for r in rows if r["operation"].startswith("LIMIT")}
     lines += [
         "",
@@ -388,11 +442,41 @@ def write_results(
     for c in sorted(main_rows):
         if c in limit_rows:
             lines.append(f"- concurrency {c}: {main_rows[c]['rps'] / limit_rows[c]['rps']:.2f}")
-    (RESULTS / "load.md").write_text("\n".join(lines) + "\n")
-    chart(rows)
+    lines += pgbouncer_ratios(rows)
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    chart(rows, RESULTS / f"{stem}.png")
 
 
-def chart(rows: list[dict[str, Any]]) -> None:
+def pgbouncer_ratios(rows: list[dict[str, Any]]) -> list[str]:
+    """Through PgBouncer as a share of direct, per operation and concurrency (same run)."""
+    direct = {(r["operation"], r["concurrency"]): r for r in rows}
+    lines = []
+    for r in rows:
+        if not r["operation"].endswith(THROUGH_PGBOUNCER):
+            continue
+        base = direct.get((r["operation"].removesuffix(THROUGH_PGBOUNCER), r["concurrency"]))
+        if base is None:
+            continue
+        lines.append(
+            f"| {base['operation']} | {r['concurrency']} | {r['rps'] / base['rps']:.2f} | "
+            f"{r['p95'] / base['p95']:.2f} |"
+        )
+    if not lines:
+        return []
+    header = [
+        "",
+        "Through PgBouncer (transaction pooling, as many server connections as the direct",
+        "pools hold; its CPU counted as the app's) as a ratio of direct, in the same run:",
+        "",
+        "| operation | concurrency | req/s ratio | p95 ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for line in lines:
+        print("PgBouncer/direct " + line, flush=True)
+    return header + lines
+
+
+def chart(rows: list[dict[str, Any]], path: Path = RESULTS / "load.png") -> None:
     """bench/results/load.png: req/s and p95 by concurrency, one line per operation, with the
     100 ms p95 target."""
     try:
@@ -420,7 +504,7 @@ def chart(rows: list[dict[str, Any]]) -> None:
         axis.grid(alpha=0.3)
     latency.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(RESULTS / "load.png", dpi=110)
+    figure.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
@@ -438,6 +522,12 @@ if __name__ == "__main__":
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument(
+        "--pgbouncer",
+        action="store_true",
+        help="also run every operation through a real PgBouncer (transaction pooling) and "
+        "report the ratios to direct (bench/results/load-pgbouncer.*)",
+    )
+    parser.add_argument(
         "--only", nargs="+", help="run the operations whose name contains one of these words"
     )
     parser.add_argument(
@@ -453,4 +543,5 @@ if __name__ == "__main__":
             arguments.only,
             arguments.pool_size,
             arguments.repeat,
+            arguments.pgbouncer,
         )

@@ -48,9 +48,15 @@ class Connection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untype
 
 
 class Transaction(PostgresTransaction):
-    """Piccolo's transaction, but acquiring from the pool with a timeout."""
+    """Piccolo's transaction, but acquiring from the pool with a timeout (and, behind
+    PgBouncer, applying the connection settings transaction-locally after BEGIN)."""
 
     engine: Engine
+
+    async def begin(self) -> None:
+        await super().begin()  # type: ignore[no-untyped-call]
+        if self.engine.transaction_settings_sql:
+            await self.connection.execute(self.engine.transaction_settings_sql)
 
     async def get_connection(self) -> asyncpg.Connection:
         if self.engine.pool is None:
@@ -70,7 +76,14 @@ class Engine(PostgresEngine):
     def __init__(self) -> None:
         super().__init__(config={}, extensions=())
         self.dsn: str | None = None
+        #: What ``configure`` was given (an engine of the same kind: ``DB.settings``).
+        self.settings: DatabaseSettings | None = None
         self.acquire_timeout: float = 5.0
+        self.pgbouncer = False
+        #: What opens a transaction: BEGIN, plus (behind PgBouncer) the connection settings.
+        self.begin_sql = "BEGIN;"
+        #: Behind PgBouncer, the connection settings as SET LOCAL statements; else empty.
+        self.transaction_settings_sql = ""
 
     # Piccolo's base class connects at construction to check the version and create
     # extensions; we do neither here (migrations create extensions, `connect` checks).
@@ -81,26 +94,40 @@ class Engine(PostgresEngine):
         return None
 
     def configure(self, dsn: str, settings: DatabaseSettings) -> None:
-        """Point the engine at ``dsn``, with the session settings every connection gets."""
+        """Point the engine at ``dsn``, with the settings every connection gets.
+
+        Directly connected, they are start-up parameters of each connection. Behind PgBouncer
+        (``DB_PGBOUNCER``), which refuses start-up parameters it does not track, only
+        ``application_name`` and ``DateStyle`` (both tracked per client by PgBouncer) are
+        sent at start-up; the others are set transaction-locally by the first message of
+        every transaction (``begin_sql``, ``transaction_settings_sql``), so they hold on
+        whichever server connection PgBouncer lends and never outlive the transaction.
+        """
         self.dsn = dsn
+        self.settings = settings
         self.acquire_timeout = settings.db_acquire_timeout
+        self.pgbouncer = settings.db_pgbouncer
+        connection_settings = connection_settings_of(settings)
+        server_settings = {
+            "application_name": settings.db_application_name,
+            # Cursors carry sort keys as PostgreSQL's text output, and
+            # api.pagination checks them against the ISO form: pin it.
+            "DateStyle": "ISO, MDY",
+        }
+        if settings.db_pgbouncer:
+            self.transaction_settings_sql = "".join(
+                f"SET LOCAL {name} = {value};" for name, value in connection_settings.items()
+            )
+        else:
+            server_settings.update(connection_settings)
+            self.transaction_settings_sql = ""
+        self.begin_sql = f"BEGIN;{self.transaction_settings_sql}"
         self.config = {
             "dsn": dsn,
             "timeout": settings.db_connect_timeout,
-            "statement_cache_size": settings.db_statement_cache_size,
+            "statement_cache_size": settings.statement_cache_size,
             "connection_class": Connection,
-            "server_settings": {
-                "application_name": settings.db_application_name,
-                # Cursors carry sort keys as PostgreSQL's text output, and
-                # api.pagination checks them against the ISO form: pin it.
-                "DateStyle": "ISO, MDY",
-                "statement_timeout": str(settings.db_statement_timeout_ms),
-                "taskql.max_task_depth": str(settings.taskql_max_task_depth),
-                "lock_timeout": str(settings.db_lock_timeout_ms),
-                "idle_in_transaction_session_timeout": str(
-                    settings.db_idle_in_transaction_timeout_ms
-                ),
-            },
+            "server_settings": server_settings,
         }
         self._pool_size = (settings.db_pool_min_size, settings.db_pool_max_size)
 
@@ -134,6 +161,18 @@ class Engine(PostgresEngine):
 
     def transaction(self, allow_nested: bool = True) -> Transaction:
         return Transaction(engine=self, allow_nested=allow_nested)
+
+
+def connection_settings_of(settings: DatabaseSettings) -> dict[str, str]:
+    """The settings every server-role connection needs, whoever's the transaction: the
+    bounds on statements, locks and idle transactions, and the task tree's maximum depth
+    (read by the database, migration 18). Integers only: safe to put in SQL text."""
+    return {
+        "statement_timeout": str(int(settings.db_statement_timeout_ms)),
+        "lock_timeout": str(int(settings.db_lock_timeout_ms)),
+        "idle_in_transaction_session_timeout": str(int(settings.db_idle_in_transaction_timeout_ms)),
+        "taskql.max_task_depth": str(int(settings.taskql_max_task_depth)),
+    }
 
 
 DB = Engine()

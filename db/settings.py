@@ -44,8 +44,20 @@ class DatabaseSettings(BaseSettings):
     #: server connection from this; migration 18), and the node cost assumes it for
     #: ``Task.ancestors`` (api.cost).
     taskql_max_task_depth: int = Field(default=100, ge=1, le=10_000)
-    #: 0 disables asyncpg's prepared-statement cache (needed behind PgBouncer < 1.21).
-    db_statement_cache_size: int = Field(default=100, ge=0)
+    #: asyncpg's prepared-statement cache; 0 disables it (needed behind PgBouncer < 1.21, which
+    #: has no prepared statements in transaction mode). Unset: 100, or 0 with DB_PGBOUNCER.
+    db_statement_cache_size: int | None = Field(default=None, ge=0)
+    #: DATABASE_URL points at PgBouncer in transaction (or statement) pooling: taskql then
+    #: sends no start-up setting PgBouncer would refuse, and sets statement_timeout,
+    #: lock_timeout, idle_in_transaction_session_timeout and taskql.max_task_depth in every
+    #: transaction instead (transaction-locally). See docs/operations/deploy.md, "PgBouncer".
+    db_pgbouncer: bool = False
+
+    @property
+    def statement_cache_size(self) -> int:
+        if self.db_statement_cache_size is not None:
+            return self.db_statement_cache_size
+        return 0 if self.db_pgbouncer else 100
 
     @property
     def embedded(self) -> bool:

@@ -123,7 +123,8 @@ class OpenTransaction:
     return the connection to the pool, before the response is written); the opener ends it
     with ``close()`` whatever happened, which rolls back a transaction nobody ended.
 
-    BEGIN is sent as a statement of its own, and the COMMIT or ROLLBACK goes in one message
+    BEGIN is sent as a message of its own (with the connection settings behind PgBouncer:
+    ``db.engine.Engine.begin_sql``), and the COMMIT or ROLLBACK goes in one message
     with the pool's reset query (``db.engine.Connection.end_transaction``): four round
     trips a request (BEGIN, authentication, the operation, the end), not five.
     """
@@ -188,7 +189,7 @@ async def begin_request(
         ) from None
     opened = OpenTransaction(engine.pool, connection)
     try:
-        await connection.execute("BEGIN")
+        await connection.execute(engine.begin_sql)
         _, _, _, request_id, client_ip, user_agent, timeout = context.parameters()
         row = await connection.fetchrow(
             BEGIN_REQUEST_SQL,

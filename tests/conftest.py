@@ -4,6 +4,11 @@ Default: the embedded PostgreSQL 18, in a fresh database ``taskql_test`` created
 session. With ``DATABASE_URL`` and ``MIGRATION_DATABASE_URL`` set (CI's PostgreSQL 15 run),
 that database is used; it must be dedicated to the run, as the migration tests reverse
 every migration on it.
+
+With ``TASKQL_TEST_PGBOUNCER=1`` (CI's PgBouncer leg over ``tests/api``), the engine's pool
+connects through a real PgBouncer in transaction pooling with a server pool of
+``PGBOUNCER_POOL_SIZE`` connections (``db.pgbouncer``), configured as production is behind
+one (``DB_PGBOUNCER``: no start-up settings, statement cache off).
 """
 
 from __future__ import annotations
@@ -18,14 +23,19 @@ import asyncpg
 import pytest
 
 from api.settings import Settings
-from db import roles
+from db import pgbouncer, roles
 from db.engine import DB
 from db.migrate import runner
-from db.settings import get_database_settings
+from db.settings import DatabaseSettings, get_database_settings
 from db.targets import run_sync, scratch_database
 from tests.seed import Tenant, seed_tenant
 
 TEST_DATABASE = "taskql_test"
+#: The PgBouncer leg: the pool goes through PgBouncer (see the module's docstring).
+THROUGH_PGBOUNCER = os.environ.get("TASKQL_TEST_PGBOUNCER", "") not in ("", "0")
+#: PgBouncer's server connections for the test database in that leg: fewer than the
+#: engine's pool (DB_POOL_MAX_SIZE, 10), so client connections really share them.
+PGBOUNCER_POOL_SIZE = 3
 
 
 @dataclass(frozen=True)
@@ -89,11 +99,38 @@ def fresh_database(test_database: ScratchDatabase) -> Iterator[ScratchDatabase]:
         run_sync(roles.drop_database(admin, name))
 
 
+def pgbouncer_settings(settings: DatabaseSettings | None = None) -> DatabaseSettings:
+    """Settings as an operator sets them behind PgBouncer 1.18 (DB_PGBOUNCER=1)."""
+    return (settings or get_database_settings()).model_copy(update={"db_pgbouncer": True})
+
+
 @pytest.fixture(scope="session")
-async def pool(test_database: ScratchDatabase) -> AsyncIterator[asyncpg.Pool]:
-    """The engine's bounded pool, connected as the server role to the test database."""
+def pgbouncer_server(test_database: ScratchDatabase) -> Iterator[pgbouncer.PgBouncer]:
+    """A real PgBouncer (transaction pooling) in front of the test database, for the
+    server and owner roles, with ``PGBOUNCER_POOL_SIZE`` server connections per role."""
+    bouncer = pgbouncer.start(
+        [test_database.server_dsn, test_database.owner_dsn], pool_size=PGBOUNCER_POOL_SIZE
+    )
+    yield bouncer
+    bouncer.stop()
+
+
+def server_user(test_database: ScratchDatabase) -> str:
+    return pgbouncer.Upstream.parse(test_database.server_dsn).user
+
+
+@pytest.fixture(scope="session")
+async def pool(
+    test_database: ScratchDatabase, request: pytest.FixtureRequest
+) -> AsyncIterator[asyncpg.Pool]:
+    """The engine's bounded pool, connected as the server role to the test database (through
+    PgBouncer in the PgBouncer leg)."""
     DB.pool = None
-    DB.configure(test_database.server_dsn, get_database_settings())
+    if THROUGH_PGBOUNCER:
+        bouncer: pgbouncer.PgBouncer = request.getfixturevalue("pgbouncer_server")
+        DB.configure(bouncer.dsn(server_user(test_database)), pgbouncer_settings())
+    else:
+        DB.configure(test_database.server_dsn, get_database_settings())
     await DB.start_connection_pool()
     assert DB.pool is not None
     yield DB.pool

@@ -317,7 +317,9 @@ async def test_a_request_ends_its_transaction_and_resets_its_connection_in_one_r
     engine = Engine()
     engine.configure(
         str(DB.dsn),
-        get_database_settings().model_copy(update={"db_pool_min_size": 1, "db_pool_max_size": 1}),
+        (DB.settings or get_database_settings()).model_copy(
+            update={"db_pool_min_size": 1, "db_pool_max_size": 1}
+        ),
     )
     await engine.start_connection_pool()
     assert engine.pool is not None
