@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import AsyncIterator
+
 import asyncpg
+import pytest
+
+from db import roles
+from tests.conftest import ScratchDatabase
 
 TABLES = (
     "users",
@@ -110,3 +117,93 @@ async def test_only_the_owner_can_become_the_maintenance_role(owner: asyncpg.Con
     assert current in rows[0]["members"]
     assert "taskql_server" not in rows[0]["members"]
     assert not any(m.endswith("_app") for m in rows[0]["members"])
+
+
+# --- roles per database (issue 11, finding 7) ---------------------------------------------
+
+
+def _admin_dsn(test_database: ScratchDatabase) -> str:
+    """A superuser URL of the cluster the tests run on: the embedded server's, or (CI's
+    PostgreSQL 15 run) PG15_ADMIN_URL."""
+    admin = test_database.admin_dsn or os.environ.get("PG15_ADMIN_URL")
+    if admin is None:
+        pytest.skip("no superuser URL for this cluster (embedded server or PG15_ADMIN_URL)")
+    return admin
+
+
+async def _connects(dsn: str) -> bool:
+    try:
+        connection = await asyncpg.connect(dsn, timeout=10)
+    except asyncpg.InsufficientPrivilegeError:
+        return False
+    try:
+        assert await connection.fetchval("SELECT 1") == 1
+    finally:
+        await connection.close()
+    return True
+
+
+@pytest.fixture
+async def two_databases(
+    test_database: ScratchDatabase,
+) -> AsyncIterator[tuple[str, dict[str, roles.RoleNames]]]:
+    admin = _admin_dsn(test_database)
+    suffix = os.getpid()
+    names = {
+        f"taskql_iso{suffix}_{side}": roles.RoleNames.for_database(f"taskql_iso{suffix}_{side}")
+        for side in ("a", "b")
+    }
+    for database, role_names in names.items():
+        await roles.drop_database(admin, database, role_names)
+        await roles.bootstrap(admin, database, role_names)
+    yield admin, names
+    for database, role_names in names.items():
+        await roles.drop_database(admin, database, role_names)
+
+
+async def test_a_database_login_cannot_connect_to_another_database_of_the_cluster(
+    two_databases: tuple[str, dict[str, roles.RoleNames]],
+) -> None:
+    admin, names = two_databases
+    (db_a, roles_a), (db_b, roles_b) = names.items()
+    for own, mine, other in ((db_a, roles_a, db_b), (db_b, roles_b, db_a)):
+        for login in (mine.server_login, mine.owner):
+            assert await _connects(roles.role_url(admin, login, None, own)), (login, own)
+            assert not await _connects(roles.role_url(admin, login, None, other)), (login, other)
+
+
+async def test_bootstrap_again_revokes_connect_a_database_gave_the_shared_group(
+    two_databases: tuple[str, dict[str, roles.RoleNames]],
+) -> None:
+    admin, names = two_databases
+    (_db_a, roles_a), (db_b, roles_b) = names.items()
+    # As bootstrap did before roles were per database: CONNECT for the shared group.
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'GRANT CONNECT ON DATABASE "{db_b}" TO {roles.SERVER_GROUP}')
+    finally:
+        await conn.close()
+    assert await _connects(roles.role_url(admin, roles_a.server_login, None, db_b))
+    await roles.bootstrap(admin, db_b, roles_b)
+    assert not await _connects(roles.role_url(admin, roles_a.server_login, None, db_b))
+    assert await _connects(roles.role_url(admin, roles_b.server_login, None, db_b))
+
+
+async def test_bootstrap_refuses_a_login_that_serves_another_database(
+    two_databases: tuple[str, dict[str, roles.RoleNames]],
+) -> None:
+    admin, names = two_databases
+    (db_a, roles_a), (db_b, roles_b) = names.items()
+    shared = roles.RoleNames(owner=roles_b.owner, server_login=roles_a.server_login)
+    with pytest.raises(roles.RoleInUse, match=db_a):
+        await roles.bootstrap(admin, db_b, shared)
+    assert not await _connects(roles.role_url(admin, roles_a.server_login, None, db_b))
+
+
+async def test_the_server_group_holds_connect_on_no_database(owner: asyncpg.Connection) -> None:
+    granted = await owner.fetch(
+        "SELECT d.datname FROM pg_database d, aclexplode(d.datacl) a "
+        "WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)",
+        roles.SERVER_GROUP,
+    )
+    assert granted == []
