@@ -60,6 +60,12 @@ _CONSTRAINTS = {
     ),
     "organizations_name_present": (validation, "name", "must not be blank"),
     "organization_members_user_key": (conflict, "email", "already a member of this organization"),
+    # The database's last-owner rule (a deferred constraint trigger, migration 15).
+    "organization_members_keep_an_owner": (
+        conflict,
+        "role",
+        "the organization must keep an owner: make someone else owner first",
+    ),
     "projects_name_present": (validation, "name", "must not be blank"),
     "tasks_no_cycle": (cycle, "parentId", "a task cannot be moved under its own descendant"),
     "tasks_not_own_parent": (cycle, "parentId", "a task cannot be its own parent"),

@@ -69,9 +69,28 @@ async def test_every_table_with_a_tenant_column_has_a_policy_on_it(
         "WHERE c.table_schema = 'public' AND c.column_name = 'organization_id' "
         "AND NOT EXISTS (SELECT 1 FROM pg_policies p WHERE p.tablename = c.table_name "
         "                AND p.qual LIKE '%app.organization_id%')"
-        "AND c.table_name NOT LIKE 'audit_logs\\_%'"
+        "AND c.table_name NOT LIKE 'audit_logs\\_%' "
+        "AND c.table_name IN (SELECT tablename FROM pg_tables WHERE schemaname = 'public')"
     )
     assert unprotected == []
+
+
+async def test_views_read_tenant_tables_under_their_policies(owner: asyncpg.Connection) -> None:
+    """A view runs with its owner's privileges: that owner must be subject to the tables'
+    (FORCEd) policies, never a role that bypasses them."""
+    rows = await owner.fetch(
+        "SELECT DISTINCT v.relname, o.rolname, o.rolbypassrls, o.rolsuper, t.relname AS reads, "
+        "t.relforcerowsecurity "
+        "FROM pg_class v JOIN pg_roles o ON o.oid = v.relowner "
+        "JOIN pg_rewrite w ON w.ev_class = v.oid "
+        "JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid "
+        "JOIN pg_class t ON t.oid = d.refobjid AND t.oid <> v.oid "
+        "WHERE v.relkind = 'v' AND v.relnamespace = 'public'::regnamespace"
+    )
+    assert {(r["relname"], r["reads"]) for r in rows} == {("audit_entries", "audit_logs")}
+    for row in rows:
+        assert not row["rolbypassrls"] and not row["rolsuper"], row["rolname"]
+        assert row["relforcerowsecurity"], row["reads"]
 
 
 async def test_the_server_role_has_only_the_grants_it_needs(owner: asyncpg.Connection) -> None:
@@ -89,7 +108,22 @@ async def test_the_server_role_has_only_the_grants_it_needs(owner: asyncpg.Conne
         "projects": writable,
         "tasks": writable,
         "task_comments": writable,
-        "audit_logs": "SELECT",
+        "audit_entries": "SELECT",
+    }
+    # audit_logs: every column but the network details (admins read those through the view).
+    columns = await owner.fetch(
+        "SELECT column_name FROM information_schema.column_privileges "
+        "WHERE grantee = 'taskql_server' AND table_name = 'audit_logs' AND privilege_type = 'SELECT'"
+    )
+    assert {c["column_name"] for c in columns} == {
+        "id",
+        "organization_id",
+        "actor_id",
+        "action",
+        "entity_type",
+        "entity_id",
+        "changes",
+        "created_at",
     }
 
 
