@@ -112,7 +112,13 @@ class Statement:
     def bind(self, tenant_id: UUID | None, viewer_id: UUID, role: str | None = None) -> list[Any]:
         network = may_read_network(role)
         return [
-            tenant_id if p is TENANT else viewer_id if p is VIEWER else network if p is NETWORK else p
+            tenant_id
+            if p is TENANT
+            else viewer_id
+            if p is VIEWER
+            else network
+            if p is NETWORK
+            else p
             for p in self.params
         ]
 

@@ -171,7 +171,8 @@ async def test_the_server_role_reads_network_details_only_as_admin_or_owner(
         )
     async with tenant_transaction(tenant_a.context(user_id=tenant_a.member_id, role=role)) as tx:
         rows = await tx.connection.fetch(_NETWORK, tenant_a.root_task_id)
-        assert rows and all(tuple(r) == (None, None, None) for r in rows)
+        assert rows
+        assert all(tuple(r) == (None, None, None) for r in rows)
         # The entries themselves stay readable; the network columns of the table do not.
         assert await tx.connection.fetchval(
             "SELECT count(*) FROM audit_logs WHERE entity_id = $1", tenant_a.root_task_id

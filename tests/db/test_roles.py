@@ -89,7 +89,8 @@ async def test_views_read_tenant_tables_under_their_policies(owner: asyncpg.Conn
     )
     assert {(r["relname"], r["reads"]) for r in rows} == {("audit_entries", "audit_logs")}
     for row in rows:
-        assert not row["rolbypassrls"] and not row["rolsuper"], row["rolname"]
+        assert not row["rolbypassrls"], row["rolname"]
+        assert not row["rolsuper"], row["rolname"]
         assert row["relforcerowsecurity"], row["reads"]
 
 
