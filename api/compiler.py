@@ -65,7 +65,8 @@ from api.errors import ApiError
 from api.ids import decode_id, from_global_id
 from api.pagination import MAX_PAGE, decode_cursor, page_request
 from api.settings import Settings
-from api.types.audit import NODE_TYPE_OF, AuditEntityType
+from api.types.audit import NETWORK_FIELDS, NODE_TYPE_OF, AuditEntityType, may_read_network
+from api.types.comments import HIDDEN_WHEN_DELETED
 from api.types.node import Direction, ProjectStatus, TaskStatus
 from api.types.organizations import PROJECT_ORDERS, ProjectOrderField
 from api.types.projects import TaskFilter, TaskOrderField, task_order
@@ -90,8 +91,9 @@ class Plan:
     needs_tenant: bool
 
 
-#: Stand-ins for the caller's ids in a cached statement's parameters.
-TENANT, VIEWER = object(), object()
+#: Stand-ins for the caller's ids, and for whether the caller may read audit entries'
+#: network details (``may_read_network`` of their role), in a cached statement's parameters.
+TENANT, VIEWER, NETWORK = object(), object(), object()
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,18 @@ class Statement:
     #: resolvers, which answer FORBIDDEN. Checked per request: the statement is shared.
     role: str | None = None
 
-    def bind(self, tenant_id: UUID | None, viewer_id: UUID) -> list[Any]:
-        return [tenant_id if p is TENANT else viewer_id if p is VIEWER else p for p in self.params]
+    def bind(self, tenant_id: UUID | None, viewer_id: UUID, role: str | None = None) -> list[Any]:
+        network = may_read_network(role)
+        return [
+            tenant_id
+            if p is TENANT
+            else viewer_id
+            if p is VIEWER
+            else network
+            if p is NETWORK
+            else p
+            for p in self.params
+        ]
 
 
 # --- scalar renderers: SQL expressions over a row alias ---------------------------------
@@ -147,6 +159,17 @@ def _ip(r: _Render, a: str, nodes: list[FieldNode]) -> str:
         f"CASE WHEN masklen({a}.ip_address) = CASE family({a}.ip_address) WHEN 4 THEN 32 "
         f"ELSE 128 END THEN host({a}.ip_address) ELSE {a}.ip_address::text END"
     )
+
+
+def _network(field: Field) -> Field:
+    """An audit entry's network detail: null unless the caller's role may read it (bound per
+    request, as the statement is shared by every caller of the same query)."""
+    return lambda r, a, nodes: f"(CASE WHEN {r.network} THEN {field(r, a, nodes)} END)"
+
+
+def _unless_deleted(field: Field) -> Field:
+    """A comment field a deleted comment (a tombstone) answers with null."""
+    return lambda r, a, nodes: f"(CASE WHEN {a}.deleted_at IS NULL THEN {field(r, a, nodes)} END)"
 
 
 def _to_one(type_name: str, table: str, column: str) -> Field:
@@ -222,7 +245,7 @@ def _history(r: _Render, a: str, nodes: list[FieldNode]) -> str:
     return r.connection(
         nodes,
         "AuditEntry",
-        "audit_logs",
+        audit.BY_ENTITY.table,
         [f"t.organization_id = {r.tenant}", f"t.entity_id = {a}.id"],
         page,
         audit.EntityTypeFilter("tasks"),
@@ -407,7 +430,7 @@ def _audit_log(r: _Render, a: str, nodes: list[FieldNode]) -> str:
     if args.get("entityId") is not None:
         _, raw = from_global_id(args["entityId"])
         conditions.append(f"t.entity_id = {r.params(raw, '::uuid')}")
-    return r.connection(nodes, "AuditEntry", "audit_logs", conditions, page, where)
+    return r.connection(nodes, "AuditEntry", audit.BY_ORGANIZATION.table, conditions, page, where)
 
 
 def _float(column: str) -> Field:
@@ -518,6 +541,13 @@ FIELDS: dict[str, dict[str, Field]] = {
     },
 }
 
+# The privacy rules, applied from their declarations (api/types/audit.py, comments.py).
+for _name in NETWORK_FIELDS:
+    FIELDS["AuditEntry"][_name] = _network(FIELDS["AuditEntry"][_name])
+for _name in HIDDEN_WHEN_DELETED:
+    if _name in FIELDS["Comment"]:
+        FIELDS["Comment"][_name] = _unless_deleted(FIELDS["Comment"][_name])
+
 #: Connection and edge types: their fields are rendered by ``_Render.connection``.
 CONNECTIONS = {
     f"{node}{suffix}": node
@@ -589,6 +619,7 @@ class _Render:
         self._viewer: str | None = None
         self._has_tenant = has_tenant
         self._tenant: str | None = None
+        self._network: str | None = None
         self._aliases = 0
         self.role: str | None = None
 
@@ -598,6 +629,13 @@ class _Render:
         if self._viewer is None:
             self._viewer = self.params(VIEWER, "::uuid")
         return self._viewer
+
+    @property
+    def network(self) -> str:
+        """True when the caller may read audit entries' network details (bound per request)."""
+        if self._network is None:
+            self._network = self.params(NETWORK, "::boolean")
+        return self._network
 
     @property
     def tenant(self) -> str:
@@ -962,7 +1000,7 @@ class Compiler:
             role is None or ROLE_RANK[role] < ROLE_RANK[statement.role]
         ):
             return None
-        return statement.sql, statement.bind(tenant_id, viewer_id)
+        return statement.sql, statement.bind(tenant_id, viewer_id, role)
 
     def statement(self, plan: Plan, raw_variables: dict[str, Any], has_tenant: bool) -> Statement:
         """Render ``plan`` with these variables. Raises Unsupported (or an ApiError) whenever

@@ -161,13 +161,13 @@ class Query:
         if entity_id is not None:
             _, raw = from_global_id(entity_id)
             return await load_connection(
-                info.context, audit.BY_ENTITY, raw, page, AuditEntry.from_row, where
+                info.context, audit.BY_ENTITY, raw, page, AuditEntry.reader(info.context), where
             )
         return await load_connection(
             info.context,
             audit.BY_ORGANIZATION,
             tenant.organization_id,
             page,
-            AuditEntry.from_row,
+            AuditEntry.reader(info.context),
             where,
         )

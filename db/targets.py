@@ -65,8 +65,8 @@ _resolved: Targets | None = None
 async def _start_embedded(settings: DatabaseSettings) -> Targets:
     server = await asyncio.to_thread(embedded.start, settings.taskql_data_dir)
     admin = server.dsn(embedded.SUPERUSER, "postgres")
-    names = roles.RoleNames()
-    await roles.bootstrap(admin, settings.taskql_database, names)
+    names = roles.RoleNames.for_database(settings.taskql_database)
+    await roles.bootstrap(admin, settings.taskql_database, names, reclaim=True)
     return Targets(
         server_dsn=server.dsn(names.server_login, settings.taskql_database),
         owner_dsn=server.dsn(names.owner, settings.taskql_database),
@@ -103,7 +103,7 @@ async def scratch_database(name: str, settings: DatabaseSettings | None = None) 
         return Targets(server_dsn=settings.database_url, owner_dsn=settings.migration_database_url)
     server = await asyncio.to_thread(embedded.start, settings.taskql_data_dir)
     admin = server.dsn(embedded.SUPERUSER, "postgres")
-    names = roles.RoleNames()
+    names = roles.RoleNames.for_database(name)
     await roles.drop_database(admin, name)
     await roles.bootstrap(admin, name, names)
     return Targets(

@@ -86,8 +86,9 @@ def fresh_database(test_database: ScratchDatabase) -> Iterator[ScratchDatabase]:
     dropped after the test."""
     admin = admin_url(test_database)
     name = f"taskql_fresh_{os.getpid()}"
-    names = roles.RoleNames()
-    run_sync(roles.drop_database(admin, name))
+    names = roles.RoleNames.for_database(name)  # logins of its own: roles are per database
+    logins = (names.owner, names.server_login)
+    run_sync(roles.drop_database(admin, name, logins))
     run_sync(roles.bootstrap(admin, name, names))
     try:
         yield ScratchDatabase(
@@ -96,7 +97,7 @@ def fresh_database(test_database: ScratchDatabase) -> Iterator[ScratchDatabase]:
             admin_dsn=admin,
         )
     finally:
-        run_sync(roles.drop_database(admin, name))
+        run_sync(roles.drop_database(admin, name, logins))
 
 
 def pgbouncer_settings(settings: DatabaseSettings | None = None) -> DatabaseSettings:

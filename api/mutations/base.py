@@ -84,6 +84,12 @@ _CONSTRAINTS = {
         "this e-mail already has a pending invitation",
     ),
     "organization_invitations_answered": (conflict, "id", "this invitation was already answered"),
+    # The database's last-owner rule (a deferred constraint trigger, migration 15).
+    "organization_members_keep_an_owner": (
+        conflict,
+        "role",
+        "the organization must keep an owner: make someone else owner first",
+    ),
     "projects_name_present": (validation, "name", "must not be blank"),
     "tasks_no_cycle": (cycle, "parentId", "a task cannot be moved under its own descendant"),
     "tasks_max_depth": (

@@ -149,6 +149,7 @@ class OrganizationMutations:
                 db, info.context.scope_id, user_id, input.role.value
             )
             assert row is not None
+            await organizations.check_owners(db)
             return MemberPayload(member=Member.from_row(row))
         return MemberPayload(errors=run.errors)
 
@@ -170,5 +171,6 @@ class OrganizationMutations:
                     conflict("the last owner cannot leave: make someone else owner first", "userId")
                 )
             await organizations.remove_member(db, tenant.organization_id, user_id)
+            await organizations.check_owners(db)
             return RemoveMemberPayload(removed_user_id=input.user_id)
         return RemoveMemberPayload(errors=run.errors)

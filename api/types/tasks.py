@@ -123,5 +123,5 @@ class Task(Node):
         page = page_request(audit.NEWEST_FIRST, first, after, last, before)
         where = audit.EntityTypeFilter("tasks")
         return await load_connection(
-            info.context, audit.BY_ENTITY, self.pk, page, AuditEntry.from_row, where
+            info.context, audit.BY_ENTITY, self.pk, page, AuditEntry.reader(info.context), where
         )

@@ -1,4 +1,5 @@
-"""Reading the audit log (only triggers write it)."""
+"""Reading the audit log (only triggers write it), through ``audit_entries``: the view whose
+network details are null unless the caller is an admin or owner (migration 15)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from dataclasses import dataclass
 from db.queries.connections import Source
 from db.sql import Order, Params
 
-BY_ENTITY = Source(table="audit_logs", parent_column="entity_id")
-BY_ORGANIZATION = Source(table="audit_logs", parent_column="organization_id")
+BY_ENTITY = Source(table="audit_entries", parent_column="entity_id")
+BY_ORGANIZATION = Source(table="audit_entries", parent_column="organization_id")
 NEWEST_FIRST = Order("t.created_at", "timestamptz", descending=True)
 
 #: Audited tables, as the API names them.

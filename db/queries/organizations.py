@@ -108,3 +108,16 @@ async def remove_member(executor: Executor, organization_id: UUID, user_id: UUID
         user_id,
     )
     return status == "DELETE 1"
+
+
+#: The deferred constraint trigger that keeps an owner in every organization (migration 15).
+KEEP_AN_OWNER = "organization_members_keep_an_owner"
+
+
+async def check_owners(executor: Executor) -> None:
+    """Run the last-owner check now instead of at commit, so a violation fails the statement
+    (inside the mutation's savepoint: a typed CONFLICT) rather than the commit; then defer it
+    again for the rest of the transaction."""
+    await executor.execute(
+        f"SET CONSTRAINTS {KEEP_AN_OWNER} IMMEDIATE; SET CONSTRAINTS {KEEP_AN_OWNER} DEFERRED"
+    )

@@ -280,7 +280,7 @@ async def audited_ip(org: Org, request_id: str) -> str | None:
         executor,
     ):
         value: str | None = await executor.fetchval(
-            "SELECT host(ip_address) FROM audit_logs WHERE request_id = $1", request_id
+            "SELECT host(ip_address) FROM audit_entries WHERE request_id = $1", request_id
         )
     return value
 

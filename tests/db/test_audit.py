@@ -35,9 +35,11 @@ async def test_audit_rows_carry_actor_request_ip_and_user_agent(
         await tx.connection.execute(
             "UPDATE tasks SET title = 'Renamed', priority = 3 WHERE id = $1", tenant_a.root_task_id
         )
+    # The network details are for admins and owners (audit_entries, migration 15).
+    async with tenant_transaction(tenant_a.context(role="admin")) as tx:
         row = await tx.connection.fetchrow(
             "SELECT actor_id, action, entity_type, changes, request_id, host(ip_address) AS ip, "
-            "user_agent FROM audit_logs WHERE entity_id = $1 AND action = 'update'",
+            "user_agent FROM audit_entries WHERE entity_id = $1 AND action = 'update'",
             tenant_a.root_task_id,
         )
     assert row["actor_id"] == tenant_a.member_id
@@ -149,3 +151,44 @@ async def test_a_row_outside_every_partition_is_kept_then_moved_then_expired(
     assert await owner.fetchval("SELECT audit_logs_drop_partitions('2001-04-01')") == 1
     assert await owner.fetchval("SELECT to_regclass('audit_logs_y2001m03')") is None
     assert await owner.fetchval("SELECT to_regclass($1)", f"audit_logs_y{current:%Y}m{current:%m}")
+
+
+# --- privacy inside a tenant (issue 11, finding 3) ----------------------------------------
+
+_NETWORK = "SELECT request_id, ip_address, user_agent FROM audit_entries WHERE entity_id = $1"
+
+
+@pytest.mark.parametrize("role", ["viewer", "member"])
+async def test_the_server_role_reads_network_details_only_as_admin_or_owner(
+    tenant_a: Tenant, tenant_b: Tenant, role: str
+) -> None:
+    writer = tenant_a.context(
+        role="owner", request_id="req-net", client_ip="198.51.100.9", user_agent="net/1.0"
+    )
+    async with tenant_transaction(writer) as tx:
+        await tx.connection.execute(
+            "UPDATE tasks SET title = 'Network' WHERE id = $1", tenant_a.root_task_id
+        )
+    async with tenant_transaction(tenant_a.context(user_id=tenant_a.member_id, role=role)) as tx:
+        rows = await tx.connection.fetch(_NETWORK, tenant_a.root_task_id)
+        assert rows
+        assert all(tuple(r) == (None, None, None) for r in rows)
+        # The entries themselves stay readable; the network columns of the table do not.
+        assert await tx.connection.fetchval(
+            "SELECT count(*) FROM audit_logs WHERE entity_id = $1", tenant_a.root_task_id
+        ) == len(rows)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await tx.connection.fetch("SELECT ip_address FROM audit_logs")
+    for high in ("admin", "owner"):
+        async with tenant_transaction(tenant_a.context(role=high)) as tx:
+            rows = await tx.connection.fetch(_NETWORK, tenant_a.root_task_id)
+        assert ("req-net", "198.51.100.9", "net/1.0") in [
+            (r["request_id"], str(r["ip_address"]), r["user_agent"]) for r in rows
+        ]
+    # Another tenant's owner sees none of tenant a's entries.
+    async with tenant_transaction(tenant_b.context(role="owner")) as tx:
+        assert await tx.connection.fetch(_NETWORK, tenant_a.root_task_id) == []
+    # No tenant at all: no rows, not an error.
+    async with tenant_transaction(tenant_a.context(role="owner")) as tx:
+        await tx.connection.execute("SELECT set_config('app.organization_id', '', true)")
+        assert await tx.connection.fetch(_NETWORK, tenant_a.root_task_id) == []

@@ -244,7 +244,7 @@ async def test_one_pending_invitation_per_email_and_every_change_audited(
     second = await invite(tenant_a, email)  # revoked: a new one may be pending
     async with tenant_transaction(tenant_a.context()) as tx:
         rows = await tx.connection.fetch(
-            "SELECT action, entity_id, actor_id, request_id FROM audit_logs "
+            "SELECT action, entity_id, actor_id, request_id FROM audit_entries "
             "WHERE entity_type = 'organization_invitations' ORDER BY created_at, id"
         )
     assert [(r["action"], r["entity_id"], r["actor_id"]) for r in rows] == [

@@ -340,3 +340,104 @@ async def test_common_words_rank_a_sample_and_rare_words_every_match(
             )
             == []
         )
+
+
+# --- the last owner (issue 11, finding 8) -------------------------------------------------
+
+
+async def _two_owners(tenant: Tenant) -> None:
+    async with tenant_transaction(tenant.context()) as tx:
+        await tx.connection.execute(
+            "UPDATE organization_members SET role = 'owner' WHERE user_id = $1", tenant.member_id
+        )
+
+
+async def _owners(tenant: Tenant) -> set[object]:
+    async with tenant_transaction(tenant.context()) as tx:
+        rows = await tx.connection.fetch(
+            "SELECT user_id FROM organization_members WHERE role = 'owner'"
+        )
+    return {r["user_id"] for r in rows}
+
+
+async def _server_in_tenant(database: ScratchDatabase, tenant: Tenant) -> asyncpg.Connection:
+    """A server-role connection in an open transaction as an owner of ``tenant``."""
+    connection = await asyncpg.connect(database.server_dsn)
+    await connection.execute("BEGIN")
+    await connection.execute(
+        "SELECT set_config('app.organization_id', $1, true), "
+        "set_config('app.user_id', $2, true), set_config('app.role', 'owner', true)",
+        str(tenant.organization_id),
+        str(tenant.owner_id),
+    )
+    return connection
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE organization_members SET role = 'admin' WHERE role = 'owner'",
+        "DELETE FROM organization_members WHERE role = 'owner'",
+    ],
+)
+async def test_one_statement_cannot_leave_an_organization_without_an_owner(
+    tenant_a: Tenant, tenant_b: Tenant, test_database: ScratchDatabase, statement: str
+) -> None:
+    await _two_owners(tenant_a)
+    # A direct connection: the violation is reported by COMMIT (the check is deferred).
+    connection = await _server_in_tenant(test_database, tenant_a)
+    try:
+        await connection.execute(statement)
+        with pytest.raises(asyncpg.IntegrityConstraintViolationError) as raised:
+            await connection.execute("COMMIT")
+    finally:
+        await connection.close()
+    assert raised.value.constraint_name == "organization_members_keep_an_owner"
+    assert await _owners(tenant_a) == {tenant_a.owner_id, tenant_a.member_id}
+    assert await _owners(tenant_b) == {tenant_b.owner_id}
+
+
+async def test_ownership_can_be_handed_over_in_either_order_in_one_transaction(
+    tenant_a: Tenant,
+) -> None:
+    async with tenant_transaction(tenant_a.context()) as tx:
+        # Demote the only owner first: checked at commit, not after the statement.
+        await tx.connection.execute(
+            "UPDATE organization_members SET role = 'admin' WHERE user_id = $1", tenant_a.owner_id
+        )
+        await tx.connection.execute(
+            "UPDATE organization_members SET role = 'owner' WHERE user_id = $1", tenant_a.member_id
+        )
+    assert await _owners(tenant_a) == {tenant_a.member_id}
+
+
+async def test_deleting_an_organization_still_cascades_to_its_owners(
+    tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    async with tenant_transaction(tenant_a.context()) as tx:
+        await tx.connection.execute(
+            "DELETE FROM organizations WHERE id = $1", tenant_a.organization_id
+        )
+    async with tenant_transaction(tenant_a.context()) as tx:
+        assert await tx.connection.fetchval("SELECT count(*) FROM organization_members") == 0
+    assert await _owners(tenant_b) == {tenant_b.owner_id}
+
+
+async def test_two_concurrent_demotions_cannot_both_commit(
+    tenant_a: Tenant, test_database: ScratchDatabase
+) -> None:
+    await _two_owners(tenant_a)
+    first = await _server_in_tenant(test_database, tenant_a)
+    second = await _server_in_tenant(test_database, tenant_a)
+    try:
+        for connection, user_id in ((first, tenant_a.owner_id), (second, tenant_a.member_id)):
+            await connection.execute(
+                "UPDATE organization_members SET role = 'admin' WHERE user_id = $1", user_id
+            )
+        await first.execute("COMMIT")
+        with pytest.raises(asyncpg.IntegrityConstraintViolationError):
+            await second.execute("COMMIT")
+    finally:
+        await first.close()
+        await second.close()
+    assert await _owners(tenant_a) == {tenant_a.member_id}
