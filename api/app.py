@@ -21,7 +21,7 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.types import ExecutionResult
 
-from api import graphiql
+from api import graphiql, metrics
 from api.auth import SCOPE_KEY, TRANSACTION_KEY, Auth
 from api.compiler import Compiler
 from api.context import Context
@@ -31,6 +31,7 @@ from api.middleware import TaskqlMiddleware
 from api.ratelimit import LoginLimits
 from api.schema import build_schema
 from api.settings import Settings, get_settings
+from db import metrics as db_metrics
 from db.engine import DB
 from db.errors import DatabaseError
 from db.targets import resolve
@@ -107,6 +108,15 @@ class TaskqlGraphQL(GraphQL[Context, None]):
         )
         if prepared is None:
             return None
+        seen = metrics.observation(request.scope)
+        if seen is not None:
+            plan = self.compiler.plan(query, name)
+            operation = plan.operation if plan is not None else None
+            seen.path = "compiled"
+            seen.type = "query"
+            seen.operation = metrics.OPERATION_NAMES.label(
+                operation.name.value if operation is not None and operation.name else None
+            )
         sql, params = prepared
         opened: OpenTransaction | None = request.scope.get(TRANSACTION_KEY)
         try:
@@ -123,12 +133,18 @@ class TaskqlGraphQL(GraphQL[Context, None]):
         except asyncpg.PostgresError as exc:
             # What the resolvers answer for a failed statement: masked, logged with the id.
             _log.error("compiled query failed [request %s]: %s", auth.request_id, exc)
+            if seen is not None:
+                seen.error(INTERNAL_SERVER_ERROR)
             body = error_body(INTERNAL_SERVER_ERROR, "Unexpected error.", requestId=auth.request_id)
             return Response(body, media_type="application/json")
         except (DatabaseError, OSError, asyncpg.InterfaceError):
             if opened is not None:
                 await opened.close()
+            if seen is not None:
+                seen.path = "none"
             return None  # pool or connection trouble: the resolver path reports it
+        if seen is not None:
+            seen.statements = executor.statements
         extensions = ""
         if self.settings.taskql_sql_stats:
             extensions = f',"extensions":{{"sqlStatements":{executor.statements}}}'
@@ -152,6 +168,10 @@ class TaskqlGraphQL(GraphQL[Context, None]):
         if result.errors:
             auth: Auth | None = request.scope.get(SCOPE_KEY)
             result.errors = coded_errors(result.errors, auth.request_id if auth else None)
+            seen = metrics.observation(request.scope)
+            if seen is not None:
+                for error in result.errors:
+                    seen.error((error.extensions or {}).get("code"))
         return process_result(result)
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
@@ -185,14 +205,24 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
     A pool opened by the caller (the test suite) is used as it is and left open.
     """
-    tune_gc(get_settings())
+    settings = get_settings()
+    tune_gc(settings)
     try:
-        async with _database():
+        async with _database(), _sampler(settings):
             yield
     finally:
         limits: LoginLimits | None = getattr(app.state, "login_limits", None)
         if limits is not None:
             await limits.close()
+
+
+@asynccontextmanager
+async def _sampler(settings: Settings) -> AsyncIterator[None]:
+    if not settings.taskql_metrics:
+        yield
+        return
+    async with metrics.pool_sampler():
+        yield
 
 
 @asynccontextmanager
@@ -234,21 +264,28 @@ async def healthz(request: Request) -> JSONResponse:
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     graphql = TaskqlGraphQL(settings)
+    metrics.OPERATION_NAMES.limit = settings.taskql_metrics_max_operations
+    db_metrics.enabled = settings.taskql_metrics
+    middleware = [
+        Middleware(
+            TaskqlMiddleware,
+            max_body_bytes=settings.taskql_max_body_bytes,
+            statement_timeout_ms=settings.taskql_request_statement_timeout_ms,
+            trusted_proxies=settings.taskql_trusted_proxies,
+        )
+    ]
+    if settings.taskql_metrics:
+        middleware.insert(0, Middleware(metrics.MetricsMiddleware))
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics.endpoint, methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             Route(f"{graphiql.STATIC_PATH}/{{name}}", graphiql.static, methods=["GET", "HEAD"]),
         ],
-        middleware=[
-            Middleware(
-                TaskqlMiddleware,
-                max_body_bytes=settings.taskql_max_body_bytes,
-                statement_timeout_ms=settings.taskql_request_statement_timeout_ms,
-                trusted_proxies=settings.taskql_trusted_proxies,
-            )
-        ],
+        middleware=middleware,
         lifespan=lifespan,
     )
     app.state.login_limits = graphql.login_limits
+    app.state.metrics_token = settings.taskql_metrics_token
     return app

@@ -186,6 +186,9 @@ def serve(
     )
     for line in limits_notice(settings, workers):
         typer.secho(f"taskql: warning: {line}", fg=typer.colors.YELLOW, err=True)
+    _metrics_files(workers)
+    if settings.taskql_metrics_port is not None:
+        _metrics_listener(settings.taskql_metrics_host, settings.taskql_metrics_port)
     typer.echo(f"Ready for uvicorn in {time.perf_counter() - started:.1f} s")
     typer.echo(f"GraphiQL: http://{host}:{port}/graphql   health: http://{host}:{port}/healthz")
     uvicorn.run(
@@ -197,6 +200,38 @@ def serve(
         log_level=settings.taskql_log_level,
         **UVICORN_OPTIONS,
     )
+
+
+def _metrics_files(workers: int) -> None:
+    """Several workers count into files of one fresh folder (prometheus-client's multiprocess
+    mode), which the process answering a scrape sums; it must start empty every run."""
+    if workers <= 1:
+        return
+    import atexit
+    import shutil
+    import tempfile
+
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="taskql-metrics-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    typer.echo(f"Metrics: {workers} workers count into {folder}")
+
+
+def _metrics_listener(host: str, port: int) -> None:
+    from api import metrics
+
+    try:
+        metrics.serve_in_thread(host, port)
+    except OSError as exc:
+        raise fail(f"cannot listen for metrics on {host}:{port}: {exc.strerror or exc}") from None
+    typer.echo(f"Metrics: http://{host}:{port}/metrics")
 
 
 #: uvicorn must leave ``scope["client"]`` the socket peer: whom to believe about forwarded

@@ -20,8 +20,15 @@ import asyncpg
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api import metrics
 from api.auth import SCOPE_KEY, TRANSACTION_KEY, Auth, Tenant, Viewer, current_auth
-from api.errors import BAD_USER_INPUT, FORBIDDEN, UNAUTHENTICATED, BadUserInput, error_body
+from api.errors import (
+    BAD_USER_INPUT,
+    FORBIDDEN,
+    UNAUTHENTICATED,
+    BadUserInput,
+    error_body,
+)
 from api.ids import from_global_id
 from db.errors import DatabaseError
 from db.queries.users import token_hash
@@ -73,6 +80,7 @@ class TaskqlMiddleware:
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await _reject(
+                scope,
                 send,
                 413,
                 BAD_USER_INPUT,
@@ -84,7 +92,9 @@ class TaskqlMiddleware:
         token = _bearer(headers.get("authorization"))
         organization = headers.get("x-organization", "").strip() or None
         if token is None and headers.get("authorization"):
+            metrics.REJECTED.labels("malformed").inc()
             await _reject(
+                scope,
                 send,
                 401,
                 UNAUTHENTICATED,
@@ -94,6 +104,7 @@ class TaskqlMiddleware:
             return
         if token is None and organization is not None:
             await _reject(
+                scope,
                 send,
                 401,
                 UNAUTHENTICATED,
@@ -109,6 +120,7 @@ class TaskqlMiddleware:
                     receive = await _buffered(receive, self.max_body_bytes)
                 except BodyTooLarge:
                     await _reject(
+                        scope,
                         send,
                         413,
                         BAD_USER_INPUT,
@@ -131,16 +143,22 @@ class TaskqlMiddleware:
             except (DatabaseError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 _log.error("authentication failed [%s]: %s", request_id, exc)
                 await _reject(
-                    send, 503, "INTERNAL_SERVER_ERROR", "database unavailable", request_id
+                    scope, send, 503, "INTERNAL_SERVER_ERROR", "database unavailable", request_id
                 )
                 return
             if row is None:
                 await opened.close()
-                await _reject(send, 401, UNAUTHENTICATED, "invalid or expired token", request_id)
+                metrics.REJECTED.labels("invalid_token").inc()
+                await _reject(
+                    scope, send, 401, UNAUTHENTICATED, "invalid or expired token", request_id
+                )
                 return
             if organization is not None and row["organization_id"] is None:
                 await opened.close()
-                await _reject(send, 403, FORBIDDEN, "not a member of this organization", request_id)
+                metrics.REJECTED.labels("not_member").inc()
+                await _reject(
+                    scope, send, 403, FORBIDDEN, "not a member of this organization", request_id
+                )
                 return
             if scope["type"] != "http":
                 await opened.close()  # a WebSocket (refused downstream) keeps no transaction
@@ -165,6 +183,7 @@ class TaskqlMiddleware:
             )
         except BodyTooLarge:
             await _reject(
+                scope,
                 send,
                 413,
                 BAD_USER_INPUT,
@@ -263,7 +282,12 @@ def _organization_ref(value: str | None) -> tuple[uuid.UUID | None, str | None]:
     return None, value.lower()
 
 
-async def _reject(send: Send, status: int, code: str, message: str, request_id: str) -> None:
+async def _reject(
+    scope: Scope, send: Send, status: int, code: str, message: str, request_id: str
+) -> None:
+    seen = metrics.observation(scope)
+    if seen is not None:
+        seen.error(code)
     body = error_body(code, message, requestId=request_id)
     await send(
         {

@@ -18,7 +18,7 @@ from uuid import UUID
 import asyncpg
 
 from db.engine import DB, Connection, Engine, Transaction
-from db.errors import DatabaseError, PoolTimeoutError
+from db.errors import DatabaseError
 from db.executor import Executor
 
 ROLES = ("owner", "admin", "member", "viewer")
@@ -178,13 +178,7 @@ async def begin_request(
     """
     if engine.pool is None:
         raise DatabaseError("the connection pool is not open")
-    try:
-        connection = await engine.pool.acquire(timeout=engine.acquire_timeout)
-    except TimeoutError:
-        raise PoolTimeoutError(
-            f"no database connection free within {engine.acquire_timeout:g} s "
-            f"(pool max size {engine.pool.get_max_size()})"
-        ) from None
+    connection = await engine.acquire()
     opened = OpenTransaction(engine.pool, connection)
     try:
         await connection.execute("BEGIN")
