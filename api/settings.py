@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
@@ -75,6 +76,9 @@ class Settings(DatabaseSettings):
     taskql_metrics_host: str = "127.0.0.1"
     #: Serve /metrics on the public port too, to callers with this bearer token (unset: 404).
     taskql_metrics_token: str | None = Field(default=None, min_length=16)
+    #: The multiprocess folder of `taskql serve --workers N` (N > 1); its files are deleted
+    #: at start. Unset: a temporary folder, removed at exit.
+    taskql_metrics_dir: Path | None = None
     #: Distinct operation names labelled per process; the rest are counted as ``other``.
     taskql_metrics_max_operations: int = Field(default=100, ge=1, le=10_000)
 
