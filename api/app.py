@@ -24,7 +24,7 @@ from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_res
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 
-from api import faults, graphiql, http
+from api import faults, graphiql, http, metrics
 from api.auth import SCOPE_KEY, TRANSACTION_KEY, Auth
 from api.compiler import Compiler
 from api.context import Context
@@ -43,6 +43,7 @@ from api.middleware import BodyTooLarge, TaskqlMiddleware
 from api.ratelimit import LoginLimits
 from api.schema import build_schema
 from api.settings import Settings, get_settings
+from db import metrics as db_metrics
 from db.engine import DB
 from db.targets import resolve
 from db.tenancy import OpenTransaction, request_transaction
@@ -167,6 +168,15 @@ class TaskqlGraphQL(GraphQL[Context, None]):
         )
         if prepared is None:
             return None
+        seen = metrics.observation(request.scope)
+        if seen is not None:
+            plan = self.compiler.plan(data.query, data.operation_name)
+            operation = plan.operation if plan is not None else None
+            seen.path = "compiled"
+            seen.type = "query"
+            seen.operation = metrics.OPERATION_NAMES.label(
+                operation.name.value if operation is not None and operation.name else None
+            )
         sql, params = prepared
         media_type = request.scope.get(MEDIA_TYPE_KEY, http.APPLICATION_JSON)
         opened: OpenTransaction | None = request.scope.get(TRANSACTION_KEY)
@@ -208,10 +218,14 @@ class TaskqlGraphQL(GraphQL[Context, None]):
         except asyncpg.PostgresError as exc:
             # What the resolvers answer for a failed statement: masked, logged with the id.
             _log.error("compiled query failed [request %s]: %s", auth.request_id, exc)
+            if seen is not None:
+                seen.error(INTERNAL_SERVER_ERROR)
             masked = error_body(
                 INTERNAL_SERVER_ERROR, "Unexpected error.", requestId=auth.request_id
             )
             return Response(masked, media_type=media_type)
+        if seen is not None:
+            seen.statements = executor.statements
         extensions = ""
         if self.settings.taskql_sql_stats:
             extensions = f',"extensions":{{"sqlStatements":{executor.statements}}}'
@@ -242,6 +256,10 @@ class TaskqlGraphQL(GraphQL[Context, None]):
             result.errors = coded_errors(
                 result.errors, auth.request_id if auth else None, self.settings
             )
+            seen = metrics.observation(request.scope)
+            if seen is not None:
+                for error in result.errors:
+                    seen.error((error.extensions or {}).get("code"))
         body = process_result(result)
         sub_response: Response | None = request.scope.get(SUB_RESPONSE_KEY)
         media_type = request.scope.get(MEDIA_TYPE_KEY, http.APPLICATION_JSON)
@@ -303,9 +321,10 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
     A pool opened by the caller (the test suite) is used as it is and left open.
     """
-    tune_gc(get_settings())
+    settings = get_settings()
+    tune_gc(settings)
     try:
-        async with _database():
+        async with _database(), _sampler(settings):
             yield
     finally:
         health: Health | None = getattr(app.state, "health", None)
@@ -314,6 +333,15 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         limits: LoginLimits | None = getattr(app.state, "login_limits", None)
         if limits is not None:
             await limits.close()
+
+
+@asynccontextmanager
+async def _sampler(settings: Settings) -> AsyncIterator[None]:
+    if not settings.taskql_metrics:
+        yield
+        return
+    async with metrics.pool_sampler():
+        yield
 
 
 @asynccontextmanager
@@ -352,16 +380,21 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     graphql = TaskqlGraphQL(settings)
     health = Health(settings.taskql_ready_timeout)
+    metrics.OPERATION_NAMES.limit = settings.taskql_metrics_max_operations
+    db_metrics.enabled = settings.taskql_metrics
     app = Starlette(
         routes=[
             Route("/livez", health.livez, methods=["GET"]),
             Route("/readyz", health.readyz, methods=["GET"]),
             Route("/healthz", health.healthz, methods=["GET"]),  # deprecated: /readyz
+            Route("/metrics", metrics.endpoint, methods=["GET"]),
             # Every method reaches the view, which refuses others with a GraphQL JSON 405.
             Route("/graphql", graphql),
             Route(f"{graphiql.STATIC_PATH}/{{name}}", graphiql.static, methods=["GET", "HEAD"]),
         ],
         middleware=[
+            # Outermost: every request is counted and timed, refusals included.
+            *([Middleware(metrics.MetricsMiddleware)] if settings.taskql_metrics else []),
             *_cors(settings),
             # Then: a client that goes away cancels everything below.
             Middleware(CancelOnDisconnect),
@@ -381,4 +414,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.login_limits = graphql.login_limits
     app.state.health = health
+    app.state.metrics_token = settings.taskql_metrics_token
     return app

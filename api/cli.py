@@ -193,6 +193,9 @@ def serve(
     )
     for line in limits_notice(settings, workers):
         typer.secho(f"taskql: warning: {line}", fg=typer.colors.YELLOW, err=True)
+    _metrics_files(workers, settings.taskql_metrics_dir)
+    if settings.taskql_metrics_port is not None:
+        _metrics_listener(settings.taskql_metrics_host, settings.taskql_metrics_port)
     typer.echo(f"Ready for uvicorn in {time.perf_counter() - started:.1f} s")
     base = f"http://{host}:{port}"
     typer.echo(f"GraphiQL: {base}/graphql")
@@ -224,6 +227,39 @@ def log_config(level: str) -> dict[str, Any]:
         "propagate": False,
     }
     return config
+
+
+def _metrics_files(workers: int, given: Path | None) -> None:
+    """Several workers count into files of one folder (prometheus-client's multiprocess
+    mode: PROMETHEUS_MULTIPROC_DIR, handed to the workers), which the process answering a
+    scrape sums. It must start empty every run: TASKQL_METRICS_DIR's files are deleted, a
+    temporary folder is removed at exit."""
+    if workers <= 1:
+        return
+    import atexit
+    import shutil
+    import tempfile
+
+    if given is not None:
+        folder = given
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="taskql-metrics-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    typer.echo(f"Metrics: {workers} workers count into {folder}")
+
+
+def _metrics_listener(host: str, port: int) -> None:
+    from api import metrics
+
+    try:
+        metrics.serve_in_thread(host, port)
+    except OSError as exc:
+        raise fail(f"cannot listen for metrics on {host}:{port}: {exc.strerror or exc}") from None
+    typer.echo(f"Metrics: http://{host}:{port}/metrics")
 
 
 #: uvicorn must leave ``scope["client"]`` the socket peer: whom to believe about forwarded

@@ -12,7 +12,7 @@ from graphql import DocumentNode, ExecutionResult, GraphQLError, OperationDefini
 from graphql.execution.values import get_variable_values
 from strawberry.extensions import SchemaExtension
 
-from api import cost, errors, faults, inputs
+from api import cost, errors, faults, inputs, metrics
 from api.auth import TRANSACTION_KEY, Auth
 from api.context import Context
 from api.logs import RateLimitedLog, failure_kind
@@ -204,6 +204,37 @@ class SqlStatements(SchemaExtension):
         if context is None or context.executor is None or not context.settings.taskql_sql_stats:
             return {}
         return {"sqlStatements": context.executor.statements}
+
+
+class Observe(SchemaExtension):
+    """Tell the metrics middleware (``api.metrics``) which operation ran on the resolvers and
+    how many statements it sent. The name is the selected operation's own, from the parsed
+    document: a name the client claims but the document lacks is never a label."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        context_: Context | None = self.execution_context.context
+        if context_ is None:
+            return
+        seen = metrics.observation(context_.request.scope)
+        if seen is None:
+            return
+        seen.path = "resolvers"
+        document = self.execution_context.graphql_document
+        if document is not None:
+            try:
+                operation = cost.select_operation(
+                    document, getattr(self.execution_context, "_provided_operation_name", None)
+                )
+            except GraphQLError:
+                operation = None
+            if operation is not None:
+                seen.operation = metrics.OPERATION_NAMES.label(
+                    operation.name.value if operation.name else None
+                )
+                seen.type = operation.operation.value
+        if context_.executor is not None:
+            seen.statements = context_.executor.statements
 
 
 class OperationLimits(SchemaExtension):

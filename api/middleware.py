@@ -22,7 +22,7 @@ import asyncpg
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import faults
+from api import faults, metrics
 from api.auth import SCOPE_KEY, TRANSACTION_KEY, Auth, Tenant, Viewer, current_auth
 from api.errors import (
     BAD_USER_INPUT,
@@ -75,7 +75,9 @@ class TaskqlMiddleware:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = _request_id(headers.get("x-request-id"))
-        reject = partial(_reject, send, media_type=response_media_type(headers.get("accept")))
+        reject = partial(
+            _reject, send, media_type=response_media_type(headers.get("accept")), scope=scope
+        )
         client = scope.get("client")
         auth = Auth(
             request_id=request_id,
@@ -104,6 +106,7 @@ class TaskqlMiddleware:
         token = _bearer(headers.get("authorization"))
         organization = headers.get("x-organization", "").strip() or None
         if token is None and headers.get("authorization"):
+            metrics.REJECTED.labels("malformed").inc()
             await reject(
                 401,
                 UNAUTHENTICATED,
@@ -196,10 +199,12 @@ class TaskqlMiddleware:
                 return
             if row is None:
                 await opened.close()
+                metrics.REJECTED.labels("invalid_token").inc()
                 await reject(401, UNAUTHENTICATED, "invalid or expired token", request_id)
                 return
             if organization is not None and row["organization_id"] is None:
                 await opened.close()
+                metrics.REJECTED.labels("not_member").inc()
                 await reject(403, FORBIDDEN, "not a member of this organization", request_id)
                 return
             if scope["type"] != "http":
@@ -331,9 +336,14 @@ async def _reject(
     *,
     media_type: str = APPLICATION_JSON,
     headers: dict[str, str] | None = None,
+    scope: Scope | None = None,
     **extensions: Any,
 ) -> None:
-    """A request error (GraphQL JSON, no ``data``), in the media type the client accepts."""
+    """A request error (GraphQL JSON, no ``data``), in the media type the client accepts;
+    counted by its code in the request's metrics."""
+    seen = metrics.observation(scope) if scope is not None else None
+    if seen is not None:
+        seen.error(code)
     body = error_body(code, message, **extensions, requestId=request_id)
     await send(
         {

@@ -18,7 +18,7 @@ from strawberry.extensions import (
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
-from api.extensions import OperationLimits, OperationTransaction, SqlStatements
+from api.extensions import Observe, OperationLimits, OperationTransaction, SqlStatements
 from api.mutations.auth import AuthMutations
 from api.mutations.comments import CommentMutations
 from api.mutations.invitations import InvitationMutations
@@ -97,6 +97,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
             lambda: MaxTokensLimiter(max_token_count=settings.taskql_max_tokens),
             OperationTransaction,
             SqlStatements,
+            Observe,
         ],
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
@@ -78,6 +79,20 @@ class Settings(DatabaseSettings):
     #: Garbage collector generation-0 threshold for server processes (Python's default is
     #: 2,000); 0 leaves the collector alone. See docs/performance.md.
     taskql_gc_threshold: int = Field(default=5_000, ge=0)
+
+    #: Prometheus metrics (api.metrics, docs/operations/monitoring.md). Off: nothing is
+    #: counted or timed (the benchmark's comparison).
+    taskql_metrics: bool = True
+    #: A listener of its own for /metrics, run by `taskql serve` (unset: none).
+    taskql_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    taskql_metrics_host: str = "127.0.0.1"
+    #: Serve /metrics on the public port too, to callers with this bearer token (unset: 404).
+    taskql_metrics_token: str | None = Field(default=None, min_length=16)
+    #: The multiprocess folder of `taskql serve --workers N` (N > 1); its files are deleted
+    #: at start. Unset: a temporary folder, removed at exit.
+    taskql_metrics_dir: Path | None = None
+    #: Distinct operation names labelled per process; the rest are counted as ``other``.
+    taskql_metrics_max_operations: int = Field(default=100, ge=1, le=10_000)
 
     @field_validator("taskql_trusted_proxies", mode="before")
     @classmethod

@@ -7,7 +7,12 @@ asyncpg with the tenant set in a transaction: the same data, the least work poss
 Both run in the same process, interleaved, on the same database; medians are compared as a
 ratio (shared machines are noisy: absolute numbers move, the ratio much less).
 
-    .venv/bin/python bench/graphql_inprocess.py [--rounds 300]
+    .venv/bin/python bench/graphql_inprocess.py [--rounds 300] [--multiprocess]
+
+It also measures the cost of the Prometheus metrics (api.metrics): the same main query
+through a second app built with TASKQL_METRICS=false, interleaved with the first.
+``--multiprocess`` counts into prometheus-client's memory-mapped files, as the workers of
+`taskql serve --workers N` do (a temporary folder).
 
 Uses the embedded PostgreSQL (a scratch database `taskql_bench`), or DATABASE_URL and
 MIGRATION_DATABASE_URL (a database it may fill).
@@ -18,17 +23,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import statistics
+import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
+if "--multiprocess" in sys.argv:  # before prometheus-client is imported
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="taskql-bench-metrics-")
+
 import httpx
 
 from api.app import create_app, tune_gc
 from api.settings import Settings
+from db import metrics as db_metrics
 from db import tables
 from db.engine import DB
 from db.migrate import runner
@@ -146,19 +158,58 @@ async def seed() -> tuple[UUID, UUID, str, str, UUID]:
     return org_id, project_id, token, slug, task_rows[10].id
 
 
+def instrumentation_cost(loops: int = 20_000) -> float:
+    """Microseconds the metrics calls of one compiled request take, in a loop: what the
+    middleware, the view and the pool's acquire add (labels, counters, histograms, gauges)."""
+    from api import metrics
+
+    started = time.perf_counter()
+    for _ in range(loops):
+        t0 = time.perf_counter()
+        seen = metrics.Observation()
+        db_metrics.POOL_WAITING.inc()
+        db_metrics.POOL_WAITING.dec()
+        db_metrics.POOL_ACQUIRE_SECONDS.observe(time.perf_counter() - t0)
+        seen.path, seen.type = "compiled", "query"
+        seen.operation = metrics.OPERATION_NAMES.label("BenchMainQuery")
+        seen.statements = 2
+        metrics.REQUESTS.labels(seen.operation, seen.type, seen.path, "200", seen.code).inc()
+        metrics.LATENCY.labels(seen.operation, seen.type, seen.path).observe(
+            time.perf_counter() - t0
+        )
+        metrics.STATEMENTS.labels(seen.operation, seen.path).observe(seen.statements)
+    return (time.perf_counter() - started) / loops * 1e6
+
+
 async def main(rounds: int) -> None:
     await prepare()
     org_id, project_id, token, slug, task_id = await seed()
     from api.ids import to_global_id
 
     settings = Settings(taskql_sql_stats=True)
+    app_off = create_app(settings.model_copy(update={"taskql_metrics": False}))
     app = create_app(settings)
     tune_gc(settings)  # as the server's lifespan does (ASGITransport does not run it)
     headers = {"Authorization": f"Bearer {token}", "X-Organization": slug}
     variables = {"id": to_global_id("Project", project_id), "t": to_global_id("Task", task_id)}
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://bench"
-    ) as client:
+    async with (
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://bench"
+        ) as client,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app_off), base_url="http://bench"
+        ) as client_off,
+    ):
+
+        async def unmetered() -> None:
+            db_metrics.enabled = False  # the pool's acquire timing too
+            try:
+                response = await client_off.post(
+                    "/graphql", json={"query": MAIN_QUERY, "variables": variables}, headers=headers
+                )
+                assert "errors" not in response.json()
+            finally:
+                db_metrics.enabled = True
 
         async def graphql(query: str) -> dict:  # type: ignore[type-arg]
             response = await client.post(
@@ -183,12 +234,14 @@ async def main(rounds: int) -> None:
 
         for _ in range(30):  # warm-up: plans, caches, pool
             await graphql(MAIN_QUERY)
+            await unmetered()
             await handwritten()
-        api_times, sql_times = [], []
-        for _ in range(rounds):
-            started = time.perf_counter()
-            await graphql(MAIN_QUERY)
-            api_times.append(time.perf_counter() - started)
+        api_times, sql_times, off_times = [], [], []
+        for i in range(rounds):
+            for metered in (True, False) if i % 2 else (False, True):  # neither always first
+                started = time.perf_counter()
+                await (graphql(MAIN_QUERY) if metered else unmetered())
+                (api_times if metered else off_times).append(time.perf_counter() - started)
             started = time.perf_counter()
             await handwritten()
             sql_times.append(time.perf_counter() - started)
@@ -207,6 +260,17 @@ async def main(rounds: int) -> None:
             f"  hand-written SQL   : median {sql_median * 1000:7.2f} ms   p95 {q[18] * 1000:7.2f} ms"
         )
         print(f"  ratio (SQL / GraphQL medians, 1.0 = at the limit): {sql_median / api_median:.2f}")
+        off_median = statistics.median(off_times)
+        q = statistics.quantiles(off_times, n=20)
+        mode = "multiprocess files" if "PROMETHEUS_MULTIPROC_DIR" in os.environ else "in memory"
+        print(
+            f"  GraphQL, no metrics: median {off_median * 1000:7.2f} ms   p95 {q[18] * 1000:7.2f} ms"
+        )
+        print(
+            f"  metrics cost ({mode}): {(api_median - off_median) * 1e6:+.0f} us a request "
+            f"(difference of the medians, {(api_median / off_median - 1) * 100:+.1f} %)"
+        )
+        print(f"  metrics calls of one request, timed alone: {instrumentation_cost():.1f} us")
         print("statements per operation, other hot queries:")
         for name, query in OTHER_QUERIES.items():
             body = await graphql(query)
@@ -217,4 +281,5 @@ async def main(rounds: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--multiprocess", action="store_true", help="count into mmap files")
     asyncio.run(main(parser.parse_args().rounds))

@@ -9,11 +9,13 @@ the server role for the API.
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 import asyncpg
 from piccolo.engine.postgres import PostgresEngine, PostgresTransaction
 
+from db import metrics
 from db.errors import PoolTimeoutError, unavailable
 from db.settings import DatabaseSettings
 
@@ -27,11 +29,23 @@ class Connection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untype
     release then has nothing left to send. Only for a connection released right after it.
     """
 
-    __slots__ = ("_reset_sent",)
+    __slots__ = ("_closing", "_reset_sent")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._reset_sent = False
+        #: Set when taskql (or the pool) closes it: any other end is a lost connection.
+        self._closing = False
+        metrics.CONNECTIONS_OPENED.inc()
+        self.add_termination_listener(_terminated)
+
+    async def close(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109  # asyncpg's signature
+        self._closing = True
+        await super().close(timeout=timeout)
+
+    def terminate(self) -> None:
+        self._closing = True
+        super().terminate()
 
     async def end_transaction(self, commit: bool) -> None:
         """COMMIT (or ROLLBACK) and the reset query, as one simple-protocol message: if the
@@ -45,6 +59,13 @@ class Connection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untype
             self._reset_sent = False
             return ""
         return str(super().get_reset_query())
+
+
+def _terminated(connection: Connection) -> None:
+    if getattr(connection, "_closing", False):
+        metrics.CONNECTIONS_CLOSED.inc()
+    else:
+        metrics.CONNECTIONS_LOST.inc()
 
 
 class Transaction(PostgresTransaction):
@@ -61,13 +82,7 @@ class Transaction(PostgresTransaction):
     async def get_connection(self) -> asyncpg.Connection:
         if self.engine.pool is None:
             return await self.engine.get_new_connection()
-        try:
-            return await self.engine.pool.acquire(timeout=self.engine.acquire_timeout)
-        except TimeoutError:
-            raise PoolTimeoutError(
-                f"no database connection free within {self.engine.acquire_timeout:g} s "
-                f"(pool max size {self.engine.pool.get_max_size()})"
-            ) from None
+        return await self.engine.acquire()
 
 
 class Engine(PostgresEngine):
@@ -150,6 +165,34 @@ class Engine(PostgresEngine):
             await super().start_connection_pool(**options)
         except (TimeoutError, OSError, socket.gaierror, asyncpg.PostgresError) as exc:
             raise unavailable(self.dsn, exc) from None
+
+    async def acquire(self) -> asyncpg.Connection:
+        """A pooled connection within the acquire timeout (timed and counted), or
+        PoolTimeoutError. The caller releases it to ``self.pool``."""
+        pool = self.pool
+        if pool is None:
+            raise RuntimeError("the connection pool is not open")
+        if not metrics.enabled:
+            try:
+                return await pool.acquire(timeout=self.acquire_timeout)
+            except TimeoutError:
+                raise self._timed_out(pool) from None
+        started = time.perf_counter()
+        metrics.POOL_WAITING.inc()
+        try:
+            return await pool.acquire(timeout=self.acquire_timeout)
+        except TimeoutError:
+            metrics.POOL_ACQUIRE_TIMEOUTS.inc()
+            raise self._timed_out(pool) from None
+        finally:
+            metrics.POOL_WAITING.dec()
+            metrics.POOL_ACQUIRE_SECONDS.observe(time.perf_counter() - started)
+
+    def _timed_out(self, pool: asyncpg.Pool) -> PoolTimeoutError:
+        return PoolTimeoutError(
+            f"no database connection free within {self.acquire_timeout:g} s "
+            f"(pool max size {pool.get_max_size()})"
+        )
 
     async def ping(self) -> str:
         """Connect once and return the server version; raises DatabaseUnavailableError."""

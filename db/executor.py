@@ -15,6 +15,8 @@ from typing import Any
 
 import asyncpg
 
+from db import metrics
+
 
 class Executor:
     """Serialized access to one connection inside one transaction."""
@@ -31,23 +33,39 @@ class Executor:
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async with self._lock:
             self.statements += 1
-            rows: list[asyncpg.Record] = await self._connection.fetch(sql, *args)
+            try:
+                rows: list[asyncpg.Record] = await self._connection.fetch(sql, *args)
+            except asyncpg.PostgresError as exc:
+                metrics.statement_failed(exc)
+                raise
             return rows
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         async with self._lock:
             self.statements += 1
-            return await self._connection.fetchrow(sql, *args)
+            try:
+                return await self._connection.fetchrow(sql, *args)
+            except asyncpg.PostgresError as exc:
+                metrics.statement_failed(exc)
+                raise
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         async with self._lock:
             self.statements += 1
-            return await self._connection.fetchval(sql, *args)
+            try:
+                return await self._connection.fetchval(sql, *args)
+            except asyncpg.PostgresError as exc:
+                metrics.statement_failed(exc)
+                raise
 
     async def execute(self, sql: str, *args: Any) -> str:
         async with self._lock:
             self.statements += 1
-            status: str = await self._connection.execute(sql, *args)
+            try:
+                status: str = await self._connection.execute(sql, *args)
+            except asyncpg.PostgresError as exc:
+                metrics.statement_failed(exc)
+                raise
             return status
 
     async def copy_records(

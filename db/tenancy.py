@@ -19,7 +19,7 @@ from uuid import UUID
 import asyncpg
 
 from db.engine import DB, Connection, Engine, Transaction
-from db.errors import DatabaseError, PoolTimeoutError
+from db.errors import DatabaseError
 from db.executor import Executor
 
 ROLES = ("owner", "admin", "member", "viewer")
@@ -180,13 +180,7 @@ async def begin_request(
     """
     if engine.pool is None:
         raise DatabaseError("the connection pool is not open")
-    try:
-        connection = await engine.pool.acquire(timeout=engine.acquire_timeout)
-    except TimeoutError:
-        raise PoolTimeoutError(
-            f"no database connection free within {engine.acquire_timeout:g} s "
-            f"(pool max size {engine.pool.get_max_size()})"
-        ) from None
+    connection = await engine.acquire()
     opened = OpenTransaction(engine.pool, connection)
     try:
         await connection.execute(engine.begin_sql)
@@ -208,20 +202,15 @@ async def begin_request(
 
 
 async def open_transaction(context: TenantContext, engine: Engine = DB) -> OpenTransaction:
-    """A pooled connection in a transaction with ``context`` applied (BEGIN, then the
-    settings: two round trips). The caller ends it (``commit``/``rollback``/``close``)."""
+    """A pooled connection in a transaction with ``context`` applied (BEGIN, with the
+    connection settings behind PgBouncer, then the context: two round trips). The caller
+    ends it (``commit``/``rollback``/``close``)."""
     if engine.pool is None:
         raise DatabaseError("the connection pool is not open")
-    try:
-        connection = await engine.pool.acquire(timeout=engine.acquire_timeout)
-    except TimeoutError:
-        raise PoolTimeoutError(
-            f"no database connection free within {engine.acquire_timeout:g} s "
-            f"(pool max size {engine.pool.get_max_size()})"
-        ) from None
+    connection = await engine.acquire()
     opened = OpenTransaction(engine.pool, connection)
     try:
-        await connection.execute("BEGIN")
+        await connection.execute(engine.begin_sql)
         await connection.execute(SET_CONTEXT_SQL, *context.parameters())
     except BaseException:
         await opened.close()

@@ -11,7 +11,7 @@ from uuid import UUID
 
 import strawberry
 
-from api import errors, validation
+from api import errors, metrics, validation
 from api.context import Info
 from api.mutations.base import Failed, mutation
 from api.ratelimit import LimiterUnavailable
@@ -88,7 +88,7 @@ def _require_anonymous(info: Info) -> None:
         raise Failed(invalid(ALREADY_SIGNED_IN))
 
 
-async def _limited(info: Info, email: str) -> AuthPayload | None:
+async def _limited(info: Info, email: str, operation: str) -> AuthPayload | None:
     """Count a password attempt against the log-in limits (api.ratelimit), before any
     statement and any argon2 work; the refusal payload when over a limit."""
     context = info.context
@@ -100,6 +100,7 @@ async def _limited(info: Info, email: str) -> AuthPayload | None:
         ) from None
     if retry_after is None:
         return None
+    metrics.RATE_LIMITED.labels(operation).inc()
     context.failed = True
     return AuthPayload(
         errors=[
@@ -165,8 +166,9 @@ class AuthMutations:
     async def log_in(self, info: Info, input: LogInInput) -> AuthPayload:
         context = info.context
         email = input.email.strip().lower()
-        refused = await _limited(info, email)
+        refused = await _limited(info, email, "logIn")
         if refused is not None:
+            metrics.LOGINS.labels("rate_limited").inc()
             return refused
         candidate = None
         valid = False
@@ -180,6 +182,7 @@ class AuthMutations:
         async with mutation(info) as run:
             _require_anonymous(info)
             if candidate is None or not valid:
+                metrics.LOGINS.labels("failed").inc()
                 raise Failed(invalid(BAD_CREDENTIALS))
             user_id = candidate["id"]
             await _as_user(info, user_id)
@@ -192,6 +195,7 @@ class AuthMutations:
             token, expires_at = await _start_session(info, user_id)
             rows = await users.by_ids(context.db, [user_id])
             await context.login_limits.succeeded(email, context.auth.client_ip)
+            metrics.LOGINS.labels("ok").inc()
             return AuthPayload(token=token, expires_at=expires_at, user=User.from_row(rows[0]))
         return AuthPayload(errors=run.errors)
 
@@ -199,6 +203,7 @@ class AuthMutations:
     async def log_out(self, info: Info) -> LogOutPayload:
         async with mutation(info) as run:
             await users.revoke_session(info.context.db, run.viewer.session_id)
+            metrics.SESSIONS_REVOKED.labels("log_out").inc()
             return LogOutPayload(ok=True)
         return LogOutPayload(errors=run.errors)
 
@@ -209,7 +214,7 @@ class AuthMutations:
         context = info.context
         if context.auth.viewer is not None:
             # Guesses of the current password count with log-in guesses of the same e-mail.
-            refused = await _limited(info, context.auth.viewer.email)
+            refused = await _limited(info, context.auth.viewer.email, "changePassword")
             if refused is not None:
                 return refused
         async with mutation(info) as run:
@@ -225,7 +230,8 @@ class AuthMutations:
             await context.login_limits.succeeded(viewer.email, context.auth.client_ip)
             new_hash = await asyncio.to_thread(passwords.hash_password, input.new_password)
             await users.set_password_hash(context.db, viewer.user_id, new_hash)
-            await users.revoke_all_sessions(context.db, viewer.user_id)
+            revoked = await users.revoke_all_sessions(context.db, viewer.user_id)
+            metrics.SESSIONS_REVOKED.labels("password_change").inc(revoked)
             token, expires_at = await _start_session(info, viewer.user_id)
             rows = await users.by_ids(context.db, [viewer.user_id])
             return AuthPayload(token=token, expires_at=expires_at, user=User.from_row(rows[0]))
