@@ -14,6 +14,7 @@ TABLES = (
     "tasks",
     "task_comments",
     "audit_logs",
+    "realtime_events",
 )
 
 
@@ -86,6 +87,8 @@ async def test_the_server_role_has_only_the_grants_it_needs(owner: asyncpg.Conne
         "tasks": writable,
         "task_comments": writable,
         "audit_logs": "SELECT",
+        # Written only by the capture trigger; read under the subscriber's tenant.
+        "realtime_events": "SELECT",
     }
 
 
