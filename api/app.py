@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, process_result
@@ -28,6 +28,8 @@ from api.context import Context
 from api.errors import INTERNAL_SERVER_ERROR, error_body
 from api.extensions import coded_errors, operation_context
 from api.middleware import TaskqlMiddleware
+from api.realtime.hub import Hub
+from api.realtime.protocol import Endpoint
 from api.ratelimit import LoginLimits
 from api.schema import build_schema
 from api.settings import Settings, get_settings
@@ -43,8 +45,8 @@ class TaskqlGraphQL(GraphQL[Context, None]):
     """Strawberry's ASGI view with our context and a GraphiQL that opens on an example."""
 
     def __init__(self, settings: Settings) -> None:
-        # No WebSocket protocols: every operation goes through the authenticating middleware
-        # over HTTP (subscriptions are not offered yet).
+        # No WebSocket protocols of Strawberry's: subscriptions are served by api.realtime
+        # (graphql-transport-ws, authenticated in connection_init) on the same path.
         schema = build_schema(settings)
         # GraphiQL only where the schema is public (TASKQL_PUBLIC_INTROSPECTION).
         super().__init__(
@@ -186,9 +188,16 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     A pool opened by the caller (the test suite) is used as it is and left open.
     """
     tune_gc(get_settings())
+    hub: Hub | None = getattr(app.state, "hub", None)
     try:
         async with _database():
-            yield
+            if hub is not None:
+                await hub.start()
+            try:
+                yield
+            finally:
+                if hub is not None:
+                    await hub.stop()
     finally:
         limits: LoginLimits | None = getattr(app.state, "login_limits", None)
         if limits is not None:
@@ -234,10 +243,12 @@ async def healthz(request: Request) -> JSONResponse:
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     graphql = TaskqlGraphQL(settings)
+    hub = Hub(graphql.schema._schema, settings, graphql.login_limits)
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", Endpoint(hub, settings)),
             Route(f"{graphiql.STATIC_PATH}/{{name}}", graphiql.static, methods=["GET", "HEAD"]),
         ],
         middleware=[
@@ -251,4 +262,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.login_limits = graphql.login_limits
+    app.state.hub = hub
     return app

@@ -195,6 +195,10 @@ def serve(
         port=port,
         workers=workers,
         log_level=settings.taskql_log_level,
+        # Subscriptions (api.realtime): websockets' sans-I/O implementation; a frame over the
+        # message limit is refused by uvicorn before it is buffered whole.
+        ws="websockets-sansio",
+        ws_max_size=settings.taskql_ws_max_message_bytes,
         **UVICORN_OPTIONS,
     )
 

@@ -13,9 +13,10 @@ that stay under PostgreSQL's 8,000-byte payload limit. NOTIFY is transactional: 
 back write announces nothing, and notifications arrive in commit order.
 
 ``horizon`` is ``pg_snapshot_xmin`` of the writing statement: every transaction older than
-it had ended. A transaction that commits later with a smaller id must have had an xid at
-or above it, which is what makes a resume cursor (id, horizon) miss nothing
-(``api/realtime/events.py``).
+it had ended. A transaction that commits after an event E but drew a smaller id was running
+when E's statement began, so its ``xid`` is at or above E's horizon: replaying
+``id > E.id OR xid >= E.horizon`` after E misses nothing (at the price of a few events
+delivered twice; ``api/realtime/events.py``).
 
 A revoked or deleted session is announced on the same channel (its id only), so an open
 WebSocket of that session is closed at once.
@@ -91,6 +92,8 @@ CREATE TABLE realtime_events (
     action          text        NOT NULL,
     entity_id       uuid        NOT NULL,
     scope_id        uuid        NOT NULL,
+    -- The writing transaction, and the oldest one still running when it wrote (see above).
+    xid             xid8        NOT NULL DEFAULT pg_current_xact_id(),
     horizon         xid8        NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
     -- Led by the tenant, like every tenant key (distributable by organization_id).
