@@ -28,9 +28,9 @@ from api.context import Context
 from api.errors import INTERNAL_SERVER_ERROR, error_body
 from api.extensions import coded_errors, operation_context
 from api.middleware import TaskqlMiddleware
+from api.ratelimit import LoginLimits
 from api.realtime.hub import Hub
 from api.realtime.protocol import Endpoint
-from api.ratelimit import LoginLimits
 from api.schema import build_schema
 from api.settings import Settings, get_settings
 from db.engine import DB
@@ -55,6 +55,8 @@ class TaskqlGraphQL(GraphQL[Context, None]):
             subscription_protocols=(),
         )
         self.settings = settings
+        #: graphql-core's schema, for the subscriptions of api.realtime.
+        self.core_schema = schema._schema
         self.compiler = (
             Compiler(schema._schema, settings) if settings.taskql_compiled_queries else None
         )
@@ -243,7 +245,7 @@ async def healthz(request: Request) -> JSONResponse:
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     graphql = TaskqlGraphQL(settings)
-    hub = Hub(graphql.schema._schema, settings, graphql.login_limits)
+    hub = Hub(graphql.core_schema, settings, graphql.login_limits)
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),

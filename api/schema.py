@@ -25,7 +25,13 @@ from api.mutations.projects import ProjectMutations
 from api.mutations.tasks import TaskMutations
 from api.queries import Query
 from api.settings import Settings, get_settings
-from api.subscriptions import CommentChange, MembershipChange, ProjectChange, Subscription, TaskChange
+from api.subscriptions import (
+    CommentChange,
+    MembershipChange,
+    ProjectChange,
+    Subscription,
+    TaskChange,
+)
 from api.types import errors as error_types
 from api.types.comments import Comment
 from api.types.invitations import Invitation

@@ -65,9 +65,7 @@ class CommentChange(Change):
 
     @strawberry.field(description="The comment now; null once removed, or if not visible.")
     async def comment(self, info: Info) -> Comment | None:
-        return await load_one(
-            info.context.loaders.comment, self.event.entity_id, Comment.from_row
-        )
+        return await load_one(info.context.loaders.comment, self.event.entity_id, Comment.from_row)
 
 
 @strawberry.type(description="A project of the organization created, updated or deleted.")
@@ -78,9 +76,7 @@ class ProjectChange(Change):
 
     @strawberry.field(description="The project now; null once deleted, or if not visible.")
     async def project(self, info: Info) -> Project | None:
-        return await load_one(
-            info.context.loaders.project, self.event.entity_id, Project.from_row
-        )
+        return await load_one(info.context.loaders.project, self.event.entity_id, Project.from_row)
 
 
 @strawberry.type(description="One of your memberships created, changed (role) or ended.")
@@ -106,9 +102,7 @@ TOPICS: dict[str, tuple[str, type[Change]]] = {
     "membershipChanged": ("member", MembershipChange),
 }
 
-_AFTER = (
-    "Resume after this cursor (a change's `cursor`), within the retention window."
-)
+_AFTER = "Resume after this cursor (a change's `cursor`), within the retention window."
 
 
 async def _served_by_realtime() -> AsyncGenerator[None, None]:
@@ -131,9 +125,7 @@ class Subscription:
         async for _ in _served_by_realtime():
             yield  # type: ignore[misc]  # pragma: no cover
 
-    @strawberry.subscription(
-        description="Comments on a task as they are added, edited or deleted."
-    )
+    @strawberry.subscription(description="Comments on a task as they are added, edited or deleted.")
     async def comment_added(
         self,
         info: Info,

@@ -192,7 +192,7 @@ class Hub:
             lost = asyncio.Event()
             try:
                 connection = await self._connect()
-                connection.add_termination_listener(lambda _c: lost.set())
+                connection.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await connection.add_listener(CHANNEL, self._on_notification)
                 last_value, xmin = await connection.fetchrow(
                     "SELECT (SELECT last_value FROM realtime_events_id_seq), "
@@ -218,7 +218,9 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except (OSError, DatabaseError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                _log.warning("realtime listener cannot connect (%s); retrying in %.1f s", exc, delay)
+                _log.warning(
+                    "realtime listener cannot connect (%s); retrying in %.1f s", exc, delay
+                )
             self._listener = None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
@@ -311,7 +313,9 @@ class Hub:
         for event in events:
             # Commit order: the last event is where a feed that starts now begins.
             self.position = event.cursor
-            reached = list(self._routes.get((event.organization_id, event.topic, event.scope_id), ()))
+            reached = list(
+                self._routes.get((event.organization_id, event.topic, event.scope_id), ())
+            )
             if event.topic == "member":
                 reached += self._routes.get((None, event.topic, event.scope_id), ())
             for feed in reached:
@@ -402,9 +406,11 @@ class Hub:
         )
         if isinstance(built, list):
             return ExecutionResult(data=None, errors=built)
-        result = execute_subscription_event(built.build_per_event_executor(feed.change(event=event)))
+        result = execute_subscription_event(
+            built.build_per_event_executor(feed.change(event=event))
+        )
         if built.is_awaitable(result):
-            result = await result  # type: ignore[misc]
+            result = await result
         assert isinstance(result, ExecutionResult)
         return result
 
