@@ -251,3 +251,19 @@ async def test_pruning_deletes_old_events_of_every_tenant_and_keeps_young_ones(
     assert kept == before
     assert pruned >= before
     assert left == 0
+
+
+def test_db_maintain_prunes_the_outbox(test_database: ScratchDatabase) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "api.cli", "db", "maintain"],
+        env={**test_database.env(), "TASKQL_REALTIME_RETENTION_SECONDS": "60"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "realtime_events: " in result.stdout
+    assert "event(s) pruned" in result.stdout
