@@ -6,15 +6,20 @@ the connection; the protocol's close codes; limits; resume after a cursor."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from api.settings import Settings
-from tests.api.realtime_client import LiveServer, WsClient, live_server
+from tests.api.realtime_client import LiveServer, WsClient, free_port, live_server
 from tests.api.world import Org, add_fresh_member, seed_org, session_token
+from tests.conftest import ScratchDatabase
+from tests.test_serve import stop, wait_healthy
 
 TASK_CHANGED = """subscription($project: ID!, $after: String) {
   taskChanged(projectId: $project, after: $after) { cursor action taskId task { title status } }
@@ -417,3 +422,48 @@ def contextlib_stack() -> Any:
     import contextlib
 
     return contextlib.AsyncExitStack()
+
+
+async def test_with_two_workers_every_subscriber_gets_a_committed_change(
+    test_database: ScratchDatabase, org_a: Org
+) -> None:
+    """A real `taskql serve` with two worker processes, each with its own LISTEN connection:
+    the kernel spreads the connections over both, and every one gets the change."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--no-demo"],
+        env={**test_database.env(), "TASKQL_WORKERS": "2"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_healthy(process, port)
+        url = f"ws://127.0.0.1:{port}/graphql"
+        async with contextlib_stack() as stack:
+            clients = []
+            for _ in range(8):
+                client = await stack.enter_async_context(WsClient.opened(url))
+                await client.init({"token": org_a.tokens["viewer"], "organization": org_a.slug})
+                await client.subscribe("t", TASK_CHANGED, {"project": org_a.project})
+                clients.append(client)
+            await asyncio.sleep(1.0)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                response = await http.post(
+                    "/graphql",
+                    json={
+                        "query": UPDATE_TASK,
+                        "variables": {"id": org_a.task(0), "title": "Seen by all"},
+                    },
+                    headers={
+                        "Authorization": f"Bearer {org_a.tokens['member']}",
+                        "X-Organization": org_a.slug,
+                    },
+                )
+                assert response.status_code == 200, response.text
+            for client in clients:
+                got = _next(await client.receive(wait=10), "t")["data"]["taskChanged"]
+                assert got["task"]["title"] == "Seen by all"
+    finally:
+        output = stop(process)
+    assert "Traceback" not in output
