@@ -430,13 +430,7 @@ async def test_with_two_workers_every_subscriber_gets_a_committed_change(
     """A real `taskql serve` with two worker processes, each with its own LISTEN connection:
     the kernel spreads the connections over both, and every one gets the change."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--no-demo"],
-        env={**test_database.env(), "TASKQL_WORKERS": "2"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = _serve(test_database, port, workers=2)
     try:
         wait_healthy(process, port)
         url = f"ws://127.0.0.1:{port}/graphql"
@@ -467,3 +461,13 @@ async def test_with_two_workers_every_subscriber_gets_a_committed_change(
     finally:
         output = stop(process)
     assert "Traceback" not in output
+
+
+def _serve(database: ScratchDatabase, port: int, workers: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--no-demo"],
+        env={**database.env(), "TASKQL_WORKERS": str(workers)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
