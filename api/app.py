@@ -17,7 +17,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
@@ -41,6 +41,8 @@ from api.fairness import Fairness
 from api.health import Health
 from api.middleware import BodyTooLarge, TaskqlMiddleware
 from api.ratelimit import LoginLimits
+from api.realtime.hub import Hub
+from api.realtime.protocol import Endpoint
 from api.schema import build_schema
 from api.settings import Settings, get_settings
 from db import metrics as db_metrics
@@ -59,8 +61,8 @@ class TaskqlGraphQL(GraphQL[Context, None]):
     """Strawberry's ASGI view with our context and a GraphiQL that opens on an example."""
 
     def __init__(self, settings: Settings) -> None:
-        # No WebSocket protocols: every operation goes through the authenticating middleware
-        # over HTTP (subscriptions are not offered yet).
+        # No WebSocket protocols of Strawberry's: subscriptions are served by api.realtime
+        # (graphql-transport-ws, authenticated in connection_init) on the same path.
         schema = build_schema(settings)
         # GraphiQL only where the schema is public (TASKQL_PUBLIC_INTROSPECTION).
         super().__init__(
@@ -69,6 +71,8 @@ class TaskqlGraphQL(GraphQL[Context, None]):
             subscription_protocols=(),
         )
         self.settings = settings
+        #: graphql-core's schema, for the subscriptions of api.realtime.
+        self.core_schema = schema._schema
         self.compiler = (
             Compiler(schema._schema, settings) if settings.taskql_compiled_queries else None
         )
@@ -323,9 +327,16 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     """
     settings = get_settings()
     tune_gc(settings)
+    hub: Hub | None = getattr(app.state, "hub", None)
     try:
         async with _database(), _sampler(settings):
-            yield
+            if hub is not None:
+                await hub.start()
+            try:
+                yield
+            finally:
+                if hub is not None:
+                    await hub.stop()
     finally:
         health: Health | None = getattr(app.state, "health", None)
         if health is not None:
@@ -380,6 +391,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or get_settings()
     graphql = TaskqlGraphQL(settings)
     health = Health(settings.taskql_ready_timeout)
+    hub = Hub(graphql.core_schema, settings, graphql.login_limits)
     metrics.OPERATION_NAMES.limit = settings.taskql_metrics_max_operations
     db_metrics.enabled = settings.taskql_metrics
     app = Starlette(
@@ -390,6 +402,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/metrics", metrics.endpoint, methods=["GET"]),
             # Every method reaches the view, which refuses others with a GraphQL JSON 405.
             Route("/graphql", graphql),
+            WebSocketRoute("/graphql", Endpoint(hub, settings)),
             Route(f"{graphiql.STATIC_PATH}/{{name}}", graphiql.static, methods=["GET", "HEAD"]),
         ],
         middleware=[
@@ -415,4 +428,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.login_limits = graphql.login_limits
     app.state.health = health
     app.state.metrics_token = settings.taskql_metrics_token
+    app.state.hub = hub
     return app

@@ -208,6 +208,10 @@ def serve(
         workers=workers,
         log_level=settings.taskql_log_level,
         log_config=log_config(settings.taskql_log_level),
+        # Subscriptions (api.realtime): websockets' sans-I/O implementation; a frame over the
+        # message limit is refused by uvicorn before it is buffered whole.
+        ws="websockets-sansio",
+        ws_max_size=settings.taskql_ws_max_message_bytes,
         **UVICORN_OPTIONS,
     )
 
@@ -565,11 +569,15 @@ def db_maintain(
         str | None, typer.Option(help="Drop audit partitions ending on or before YYYY-MM-DD.")
     ] = None,
 ) -> None:
-    """Create the coming months' audit-log partitions; optionally drop old ones (retention)."""
+    """Create the coming months' audit-log partitions; optionally drop old ones (retention);
+    prune realtime outbox events older than TASKQL_REALTIME_RETENTION_SECONDS."""
     settings = get_settings()
     _as_owner(resolve(settings), settings)
+    pruned = 0
 
     async def maintain() -> tuple[int, int]:
+        nonlocal pruned
+        pruned = await _prune_realtime_events(settings.taskql_realtime_retention_seconds)
         created = await _create_partitions(months_ahead)
         dropped = 0
         if drop_before is not None:
@@ -585,6 +593,26 @@ def db_maintain(
 
     created, dropped = run(maintain())
     typer.echo(f"audit_logs: {created} partition(s) created, {dropped} dropped")
+    typer.echo(f"realtime_events: {pruned} event(s) pruned")
+
+
+async def _prune_realtime_events(keep_seconds: int) -> int:
+    """Delete outbox events older than the resume window, in batches (each its own
+    transaction, so pruning a large backlog holds no long lock)."""
+    connection = await DB.get_new_connection()
+    try:
+        total = 0
+        while True:
+            deleted = int(
+                await connection.fetchval(
+                    "SELECT realtime_events_prune(make_interval(secs => $1))", float(keep_seconds)
+                )
+            )
+            total += deleted
+            if deleted == 0:
+                return total
+    finally:
+        await connection.close()
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from uuid import UUID
 
 import strawberry
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from api.auth import Auth, Tenant, Viewer
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Context:
-    request: Request
+    #: The HTTP request, or the WebSocket of a subscription's connection.
+    request: HTTPConnection
     response: Response | None
     auth: Auth
     settings: Settings

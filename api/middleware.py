@@ -70,7 +70,8 @@ class TaskqlMiddleware:
         self.statement_timeout_ms = statement_timeout_ms
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] not in self.paths:
+        # WebSockets authenticate in their connection_init message (api.realtime.protocol).
+        if scope["type"] != "http" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -207,8 +208,6 @@ class TaskqlMiddleware:
                 metrics.REJECTED.labels("not_member").inc()
                 await reject(403, FORBIDDEN, "not a member of this organization", request_id)
                 return
-            if scope["type"] != "http":
-                await opened.close()  # a WebSocket (refused downstream) keeps no transaction
             viewer = Viewer(row["user_id"], row["email"], row["display_name"], row["session_id"])
             tenant = None
             if organization is not None:

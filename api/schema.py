@@ -27,6 +27,13 @@ from api.mutations.projects import ProjectMutations
 from api.mutations.tasks import TaskMutations
 from api.queries import Query
 from api.settings import Settings, get_settings
+from api.subscriptions import (
+    CommentChange,
+    MembershipChange,
+    ProjectChange,
+    Subscription,
+    TaskChange,
+)
 from api.types import errors as error_types
 from api.types.comments import Comment
 from api.types.invitations import Invitation
@@ -84,7 +91,21 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     return Schema(
         query=Query,
         mutation=Mutation,
-        types=[User, Member, Invitation, Organization, Project, Task, Comment, *error_types.ALL],
+        subscription=Subscription,
+        types=[
+            User,
+            Member,
+            Invitation,
+            Organization,
+            Project,
+            Task,
+            Comment,
+            TaskChange,
+            CommentChange,
+            ProjectChange,
+            MembershipChange,
+            *error_types.ALL,
+        ],
         extensions=[
             # Parsing and validating the same document again is wasted work: both are cached
             # (the node limit depends on variables, so it is checked at execution instead).

@@ -93,6 +93,28 @@ class Settings(DatabaseSettings):
     taskql_metrics_dir: Path | None = None
     #: Distinct operation names labelled per process; the rest are counted as ``other``.
     taskql_metrics_max_operations: int = Field(default=100, ge=1, le=10_000)
+    #: Realtime (GraphQL subscriptions over WebSocket, docs/architecture/realtime.md).
+    #: The LISTEN connection's URL: a direct one when DATABASE_URL goes through PgBouncer in
+    #: transaction mode (LISTEN needs a session); default DATABASE_URL.
+    taskql_listen_database_url: str | None = None
+    #: How long outbox events are kept: the window in which `after:` can resume, and what
+    #: `taskql db maintain` prunes beyond.
+    taskql_realtime_retention_seconds: int = Field(default=24 * 3600, ge=60)
+    taskql_ws_max_subscriptions_per_connection: int = Field(default=20, ge=1)
+    taskql_ws_max_subscriptions_per_user: int = Field(default=100, ge=1)
+    #: Largest client message (bytes); a larger one closes the socket (4400).
+    taskql_ws_max_message_bytes: int = Field(default=64 * 1024, ge=1024)
+    #: The client must send connection_init within this many seconds (else 4408).
+    taskql_ws_init_timeout_seconds: float = Field(default=5.0, gt=0)
+    #: The server pings this often; no pong (or any message) within another interval closes it.
+    taskql_ws_ping_seconds: float = Field(default=15.0, gt=0)
+    #: A connection with no subscription and no message for this long is closed.
+    taskql_ws_idle_seconds: float = Field(default=300.0, gt=0)
+    #: Sessions and memberships are announced as they end or change; besides, every open
+    #: connection re-authenticates this often (expiry, a listener that reconnected).
+    taskql_ws_reauth_seconds: float = Field(default=30.0, gt=0)
+    #: Payload reads of the realtime fan-out running at once (each holds a pooled connection).
+    taskql_realtime_read_concurrency: int = Field(default=1, ge=1)
 
     @field_validator("taskql_trusted_proxies", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ TABLES = (
     "tasks",
     "task_comments",
     "audit_logs",
+    "realtime_events",
 )
 
 
@@ -114,6 +115,8 @@ async def test_the_server_role_has_only_the_grants_it_needs(owner: asyncpg.Conne
         "task_comments": writable,
         "migration": "SELECT",  # migration 19: serve and /readyz check the history
         "audit_entries": "SELECT",
+        # Written only by the capture trigger; read under the subscriber's tenant.
+        "realtime_events": "SELECT",
     }
     # audit_logs: every column but the network details (admins read those through the view).
     columns = await owner.fetch(
