@@ -130,6 +130,9 @@ async def pool(
     if THROUGH_PGBOUNCER:
         bouncer: pgbouncer.PgBouncer = request.getfixturevalue("pgbouncer_server")
         DB.configure(bouncer.dsn(server_user(test_database)), pgbouncer_settings())
+        # LISTEN needs a session: realtime's listening connection bypasses PgBouncer, as
+        # docs/operations/deploy.md tells operators to configure it.
+        os.environ["TASKQL_LISTEN_DATABASE_URL"] = test_database.server_dsn
     else:
         DB.configure(test_database.server_dsn, get_database_settings())
     await DB.start_connection_pool()
