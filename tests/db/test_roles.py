@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from db import roles
-from tests.conftest import ScratchDatabase
+from tests.conftest import ScratchDatabase, admin_url
 
 TABLES = (
     "users",
@@ -171,12 +171,8 @@ async def test_only_the_owner_can_become_the_maintenance_role(owner: asyncpg.Con
 
 
 def _admin_dsn(test_database: ScratchDatabase) -> str:
-    """A superuser URL of the cluster the tests run on: the embedded server's, or (CI's
-    PostgreSQL 15 run) PG15_ADMIN_URL."""
-    admin = test_database.admin_dsn or os.environ.get("PG15_ADMIN_URL")
-    if admin is None:
-        pytest.skip("no superuser URL for this cluster (embedded server or PG15_ADMIN_URL)")
-    return admin
+    """A superuser URL of the cluster the tests run on (``tests.conftest.admin_url``)."""
+    return admin_url(test_database)
 
 
 async def _connects(dsn: str) -> bool:
