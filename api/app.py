@@ -25,6 +25,7 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 
 from api import faults, graphiql, http, metrics
+from api.access_log import AccessLog
 from api.auth import SCOPE_KEY, TRANSACTION_KEY, Auth
 from api.compiler import Compiler
 from api.context import Context
@@ -407,7 +408,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ],
         middleware=[
             # Outermost: every request is counted and timed, refusals included.
-            *([Middleware(metrics.MetricsMiddleware)] if settings.taskql_metrics else []),
+            Middleware(
+                metrics.MetricsMiddleware,
+                count=settings.taskql_metrics,
+                access_log=AccessLog(
+                    settings.taskql_log_format == "json", settings.taskql_slow_operation_ms
+                ),
+            ),
             *_cors(settings),
             # Then: a client that goes away cancels everything below.
             Middleware(CancelOnDisconnect),

@@ -207,7 +207,7 @@ def serve(
         port=port,
         workers=workers,
         log_level=settings.taskql_log_level,
-        log_config=log_config(settings.taskql_log_level),
+        log_config=log_config(settings.taskql_log_level, settings.taskql_log_format == "json"),
         # Subscriptions (api.realtime): websockets' sans-I/O implementation; a frame over the
         # message limit is refused by uvicorn before it is buffered whole.
         ws="websockets-sansio",
@@ -216,10 +216,11 @@ def serve(
     )
 
 
-def log_config(level: str) -> dict[str, Any]:
+def log_config(level: str, json_lines: bool = False) -> dict[str, Any]:
     """uvicorn's logging configuration, with taskql's own loggers (``taskql.*``: client
     errors in one line, outages rate-limited, masked errors with their traceback) written
-    by the same handler at TASKQL_LOG_LEVEL."""
+    by the same handler at TASKQL_LOG_LEVEL. With ``json_lines`` (TASKQL_LOG_FORMAT=json)
+    the request lines of ``taskql.access`` go to stdout bare: one JSON object per line."""
     import copy
 
     from uvicorn.config import LOGGING_CONFIG
@@ -230,6 +231,18 @@ def log_config(level: str) -> dict[str, Any]:
         "level": level.upper(),
         "propagate": False,
     }
+    if json_lines:
+        config["formatters"]["bare"] = {"format": "%(message)s"}
+        config["handlers"]["json_lines"] = {
+            "formatter": "bare",
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+        }
+        config["loggers"]["taskql.access"] = {
+            "handlers": ["json_lines"],
+            "level": level.upper(),
+            "propagate": False,
+        }
     return config
 
 

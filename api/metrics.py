@@ -45,6 +45,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
+from api.access_log import AccessLog
 from db import metrics as db_metrics
 from db.engine import DB
 
@@ -169,9 +170,18 @@ def observation(scope: Scope) -> Observation | None:
 class MetricsMiddleware:
     """Times every GraphQL request and counts it once its response has ended."""
 
-    def __init__(self, app: ASGIApp, paths: tuple[str, ...] = ("/graphql",)) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        paths: tuple[str, ...] = ("/graphql",),
+        count: bool = True,
+        access_log: AccessLog | None = None,
+    ) -> None:
         self.app = app
         self.paths = paths
+        #: Off: nothing is counted (TASKQL_METRICS=0); the access log may still be written.
+        self.count = count
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] not in self.paths:
@@ -195,10 +205,13 @@ class MetricsMiddleware:
             if status >= 400 and seen.code == "none":
                 # Refused by Strawberry in plain text (e.g. an unknown operationName: 400).
                 seen.code = errors.INTERNAL_SERVER_ERROR if status >= 500 else errors.BAD_USER_INPUT
-            REQUESTS.labels(seen.operation, seen.type, seen.path, str(status), seen.code).inc()
-            LATENCY.labels(seen.operation, seen.type, seen.path).observe(elapsed)
-            if seen.statements is not None:
-                STATEMENTS.labels(seen.operation, seen.path).observe(seen.statements)
+            if self.count:
+                REQUESTS.labels(seen.operation, seen.type, seen.path, str(status), seen.code).inc()
+                LATENCY.labels(seen.operation, seen.type, seen.path).observe(elapsed)
+                if seen.statements is not None:
+                    STATEMENTS.labels(seen.operation, seen.path).observe(seen.statements)
+            if self.access_log is not None:
+                self.access_log.record(scope, seen, status, elapsed)
 
 
 # ---------------------------------------------------------------------------- exposition

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -24,6 +24,11 @@ class Settings(DatabaseSettings):
     #: Load the demo data at start-up (default: only on the embedded server).
     taskql_demo: bool | None = None
     taskql_log_level: str = "info"
+    #: ``json``: one JSON object per line for every request (api.access_log); ``text``: a
+    #: human-readable line, only for slow operations at the default level.
+    taskql_log_format: Literal["text", "json"] = "text"
+    #: Operations slower than this are logged as WARNING with their figures.
+    taskql_slow_operation_ms: int = Field(default=500, ge=1)
     #: /readyz: seconds PostgreSQL has to answer (through the pool, or the check connection
     #: when every pooled connection is busy) before the process reports not ready.
     taskql_ready_timeout: float = Field(default=2.0, gt=0, le=60)
