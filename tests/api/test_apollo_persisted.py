@@ -40,12 +40,23 @@ def port_in_range(first: int = 8800, last: int = 8899) -> int:
 
 def npm_install(folder: Path) -> None:
     npm = shutil.which("npm")
-    assert npm is not None and shutil.which("node"), "node and npm are needed for this test"
+    assert npm is not None, "npm is needed for this test"
+    assert shutil.which("node"), "node is needed for this test"
     subprocess.run(
         [npm, "install", "--no-audit", "--no-fund", "--prefix", str(folder), *PACKAGES],
         check=True,
         capture_output=True,
         timeout=300,
+    )
+
+
+def start(env: dict[str, str], port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--no-demo"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -69,13 +80,8 @@ async def test_apollo_clients_persisted_queries_link_against_taskql_serve(
 ) -> None:
     await asyncio.to_thread(npm_install, tmp_path)
     port = port_in_range()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--no-demo"],
-        env={**test_database.env(), "TASKQL_GET_MAX_AGE_SECONDS": "30"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    env = {**test_database.env(), "TASKQL_GET_MAX_AGE_SECONDS": "30"}
+    process = await asyncio.to_thread(start, env, port)
     try:
         await asyncio.to_thread(wait_healthy, process, port)
         callers = [
