@@ -454,7 +454,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/metrics", metrics.endpoint, methods=["GET"]),
             # Every method reaches the view, which refuses others with a GraphQL JSON 405.
             Route("/graphql", graphql),
-            WebSocketRoute("/graphql", Endpoint(hub, settings)),
+            WebSocketRoute("/graphql", Endpoint(hub, settings, graphql.persisted)),
             Route(f"{graphiql.STATIC_PATH}/{{name}}", graphiql.static, methods=["GET", "HEAD"]),
         ],
         middleware=[

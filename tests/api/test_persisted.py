@@ -320,3 +320,47 @@ def test_trusted_only_needs_a_manifest_and_a_bad_one_is_fatal(tmp_path: Path) ->
     path.write_text(json.dumps({"abc": 3}))
     with pytest.raises(ValueError, match="not a non-empty string"):
         create_app(Settings(taskql_trusted_documents=path))
+
+
+SUBSCRIBE = """subscription Changes($project: ID!) {
+  taskChanged(projectId: $project) { action task { title } } }"""
+RENAME = """mutation Rename($id: ID!, $title: String!) {
+  updateTask(input: {id: $id, title: $title}) { task { id } errors { code } } }"""
+
+
+async def test_subscriptions_by_id_and_only_trusted_ones_over_websocket(
+    pool: asyncpg.Pool, org_a: Org, tmp_path: Path
+) -> None:
+    from tests.api.realtime_client import WsClient, live_server
+
+    path = tmp_path / "manifest.json"
+    write(path, {sha(SUBSCRIBE): SUBSCRIBE, sha(RENAME): RENAME})
+    settings = Settings(taskql_trusted_documents=path, taskql_trusted_documents_only=True)
+    async with live_server(settings) as server, WsClient.opened(server.ws_url) as client:
+        await client.init({"token": org_a.tokens["member"], "organization": org_a.slug})
+        other = "subscription { taskChanged(projectId: %s) { action } }"
+        await client.subscribe("free", other % json.dumps(org_a.project))
+        refused = await client.receive()
+        assert (refused["type"], refused["id"]) == ("error", "free")
+        assert refused["payload"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_IN_LIST"
+        await client.send(
+            {
+                "id": "trusted",
+                "type": "subscribe",
+                "payload": {
+                    "extensions": persisted(SUBSCRIBE),
+                    "variables": {"project": org_a.project},
+                },
+            }
+        )
+        await server.graphql(
+            RENAME,
+            {"id": org_a.task(0), "title": "renamed by a trusted document"},
+            token=org_a.tokens["member"],
+            org=org_a.slug,
+        )
+        event = await client.receive()
+        assert (event["type"], event["id"]) == ("next", "trusted")
+        assert event["payload"]["data"]["taskChanged"]["task"] == {
+            "title": "renamed by a trusted document"
+        }
