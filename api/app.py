@@ -154,7 +154,11 @@ class TaskqlGraphQL(GraphQL[Context, None]):
     def _cache_headers(self, request: Request, response: Response) -> None:
         """A query answered over GET without errors may be kept by the caller's own cache
         (``private``: the answer is the caller's, under its tenant) for
-        TASKQL_GET_MAX_AGE_SECONDS; anything else is not stored."""
+        TASKQL_GET_MAX_AGE_SECONDS; anything else is not stored. (GraphiQL's page keeps its
+        own headers.)"""
+        content_type = response.headers.get("content-type", "")
+        if not content_type.startswith((http.APPLICATION_JSON, http.GRAPHQL_RESPONSE_JSON)):
+            return
         if response.status_code == 200 and not request.scope.get(FAILED_KEY):
             max_age = self.settings.taskql_get_max_age_seconds
             response.headers["Cache-Control"] = (

@@ -129,6 +129,10 @@ async def test_queries_over_get_by_hash_carry_cache_headers_and_mutations_never_
     assert hit.headers["cache-control"] == "private, max-age=5"
     assert hit.headers["vary"] == "Accept, Authorization, X-Organization"
     assert names(await apq.get({"extensions": persisted(BOARD)}, org_b))[0] != names(hit)[0]
+    # A browser's GET without a document gets GraphiQL, with the page's own headers.
+    page = await apq.client.get("/graphql", headers={"Accept": "text/html"})
+    assert page.headers["content-type"].startswith("text/html")
+    assert not page.headers.get("cache-control", "").startswith("private")
 
     # A mutation is stored over POST (and runs), but never runs over GET, by hash or text.
     variables = {"name": "over POST"}
