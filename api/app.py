@@ -21,6 +21,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
+from strawberry.http.base import BaseRequestProtocol
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 
@@ -41,6 +42,7 @@ from api.extensions import coded_errors, operation_context
 from api.fairness import Fairness
 from api.health import Health
 from api.middleware import BodyTooLarge, TaskqlMiddleware
+from api.persisted import PersistedOperations
 from api.ratelimit import LoginLimits
 from api.realtime.hub import Hub
 from api.realtime.protocol import Endpoint
@@ -56,6 +58,12 @@ _log = logging.getLogger("taskql")
 #: Request scope keys: the negotiated response media type, Strawberry's sub-response.
 MEDIA_TYPE_KEY = "taskql.media_type"
 SUB_RESPONSE_KEY = "taskql.sub_response"
+#: The request's operation as read once (its persisted document resolved) for both paths;
+#: whether its answer holds errors (not cacheable).
+OPERATION_KEY = "taskql.operation"
+FAILED_KEY = "taskql.failed"
+#: A GET answer is cached by the caller only, and per credentials and tenant.
+VARY = "Accept, Authorization, X-Organization"
 
 
 class TaskqlGraphQL(GraphQL[Context, None]):
@@ -78,6 +86,8 @@ class TaskqlGraphQL(GraphQL[Context, None]):
             Compiler(schema._schema, settings) if settings.taskql_compiled_queries else None
         )
         self.login_limits = LoginLimits(settings)
+        #: Trusted documents and automatic persisted queries (``api.persisted``).
+        self.persisted = PersistedOperations(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """GraphQL over HTTP (``api.http``). POSTed queries that ``api.compiler`` can answer in
@@ -111,6 +121,8 @@ class TaskqlGraphQL(GraphQL[Context, None]):
                 faults.log(exc, request_id, "request failed")
                 error = _fault_error(known)
             response = http.error_response(error, request_id, media_type)
+        if request.method == "GET":
+            self._cache_headers(request, response)
         await response(scope, receive, send)
 
     async def _answer(self, request: Request) -> Response:
@@ -121,7 +133,10 @@ class TaskqlGraphQL(GraphQL[Context, None]):
                 headers={"Allow": "GET, POST"},
             )
         response = None
-        if self.compiler is not None and request.method == "POST":
+        if self.compiler is not None and (
+            request.method == "POST"
+            or any(k in request.query_params for k in ("query", "extensions", "documentId"))
+        ):
             response = await self.compiled(request)
         if response is None:
             response = await self.run(request)
@@ -131,9 +146,44 @@ class TaskqlGraphQL(GraphQL[Context, None]):
             response.headers["content-type"] = request.scope[MEDIA_TYPE_KEY]
         return response
 
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        """Not for a GET that names a persisted document (no ``query``: ``*/*`` clients)."""
+        return super().should_render_graphql_ide(request) and not any(
+            request.query_params.get(key) for key in ("extensions", "documentId")
+        )
+
+    def _cache_headers(self, request: Request, response: Response) -> None:
+        """A query answered over GET without errors may be kept by the caller's own cache
+        (``private``: the answer is the caller's, under its tenant) for
+        TASKQL_GET_MAX_AGE_SECONDS; anything else is not stored. (GraphiQL's page keeps its
+        own headers.)"""
+        content_type = response.headers.get("content-type", "")
+        if not content_type.startswith((http.APPLICATION_JSON, http.GRAPHQL_RESPONSE_JSON)):
+            return
+        if response.status_code == 200 and not request.scope.get(FAILED_KEY):
+            max_age = self.settings.taskql_get_max_age_seconds
+            response.headers["Cache-Control"] = (
+                f"private, max-age={max_age}" if max_age else "private, no-cache"
+            )
+        else:
+            response.headers["Cache-Control"] = "no-store"
+        response.headers["Vary"] = VARY
+
+    async def read(self, request: Request) -> GraphQLRequestData:
+        """The request's operation, read and resolved once (``api.http``, ``api.persisted``):
+        the compiled path and the resolvers see the same document."""
+        found: GraphQLRequestData | None = request.scope.get(OPERATION_KEY)
+        if found is None:
+            found = await http.read_operation(StarletteRequestAdapter(request), self.persisted)
+            request.scope[OPERATION_KEY] = found
+        return found
+
     async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> GraphQLRequestData:
         """One reading of the request for both paths (``api.http``)."""
-        return await http.read_operation(request)
+        starlette = getattr(request, "_request", None)
+        if isinstance(starlette, Request):
+            return await self.read(starlette)
+        return await http.read_operation(request, self.persisted)
 
     async def execute_single(
         self,
@@ -158,7 +208,7 @@ class TaskqlGraphQL(GraphQL[Context, None]):
     async def compiled(self, request: Request) -> Response | None:
         """The compiled answer, or None when the resolvers must answer."""
         assert self.compiler is not None
-        data = await http.read_operation(StarletteRequestAdapter(request))
+        data = await self.read(request)
         auth: Auth = request.scope[SCOPE_KEY]
         if auth.viewer is None:
             return None
@@ -203,6 +253,7 @@ class TaskqlGraphQL(GraphQL[Context, None]):
             faults.log(exc, auth.request_id, "compiled query failed")
             known = faults.fault(exc, self.settings)
             assert known is not None
+            request.scope[FAILED_KEY] = True
             if known.code == TIMEOUT:
                 body = json.dumps(
                     {
@@ -223,6 +274,7 @@ class TaskqlGraphQL(GraphQL[Context, None]):
         except asyncpg.PostgresError as exc:
             # What the resolvers answer for a failed statement: masked, logged with the id.
             _log.error("compiled query failed [request %s]: %s", auth.request_id, exc)
+            request.scope[FAILED_KEY] = True
             if seen is not None:
                 seen.error(INTERNAL_SERVER_ERROR)
             masked = error_body(
@@ -258,6 +310,7 @@ class TaskqlGraphQL(GraphQL[Context, None]):
         before execution (parse, validation, limits, variable coercion); 200 otherwise."""
         auth: Auth | None = request.scope.get(SCOPE_KEY)
         if result.errors:
+            request.scope[FAILED_KEY] = True
             result.errors = coded_errors(
                 result.errors, auth.request_id if auth else None, self.settings
             )
@@ -345,6 +398,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         limits: LoginLimits | None = getattr(app.state, "login_limits", None)
         if limits is not None:
             await limits.close()
+        persisted: PersistedOperations | None = getattr(app.state, "persisted", None)
+        if persisted is not None:
+            await persisted.close()
 
 
 @asynccontextmanager
@@ -403,7 +459,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/metrics", metrics.endpoint, methods=["GET"]),
             # Every method reaches the view, which refuses others with a GraphQL JSON 405.
             Route("/graphql", graphql),
-            WebSocketRoute("/graphql", Endpoint(hub, settings)),
+            WebSocketRoute("/graphql", Endpoint(hub, settings, graphql.persisted)),
             Route(f"{graphiql.STATIC_PATH}/{{name}}", graphiql.static, methods=["GET", "HEAD"]),
         ],
         middleware=[
@@ -433,6 +489,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.login_limits = graphql.login_limits
+    app.state.persisted = graphql.persisted
+    app.state.graphql = graphql
     app.state.health = health
     app.state.metrics_token = settings.taskql_metrics_token
     app.state.hub = hub

@@ -866,6 +866,8 @@ class Compiler:
             *MaxAliasesLimiter(max_alias_count=settings.taskql_max_aliases).validation_rules,
         )
         self.cache_size = cache_size
+        #: Documents planned (parsed, validated, checked) so far: cache misses.
+        self.plans_made = 0
         self._plans: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
         self._statements: OrderedDict[tuple[str, str | None, str, bool], Statement | None] = (
             OrderedDict()
@@ -884,6 +886,7 @@ class Compiler:
         return plan
 
     def _plan(self, query: str, operation_name: str | None) -> Plan | None:
+        self.plans_made += 1
         try:
             document = parse(query, max_tokens=self.settings.taskql_max_tokens)
         except GraphQLError:

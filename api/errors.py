@@ -25,6 +25,11 @@ ROLLED_BACK = "ROLLED_BACK"
 #: A store the request needs (the database, the rate-limit counters) is not answering.
 SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+#: Persisted operations (api.persisted): an id nobody stored (404, Apollo's code), a
+#: protocol version this server does not speak, a document outside the trusted manifest.
+PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
+PERSISTED_QUERY_NOT_SUPPORTED = "PERSISTED_QUERY_NOT_SUPPORTED"
+PERSISTED_QUERY_NOT_IN_LIST = "PERSISTED_QUERY_NOT_IN_LIST"
 CODES = (
     UNAUTHENTICATED,
     FORBIDDEN,
@@ -36,6 +41,9 @@ CODES = (
     ROLLED_BACK,
     SERVICE_UNAVAILABLE,
     INTERNAL_SERVER_ERROR,
+    PERSISTED_QUERY_NOT_FOUND,
+    PERSISTED_QUERY_NOT_SUPPORTED,
+    PERSISTED_QUERY_NOT_IN_LIST,
 )
 
 

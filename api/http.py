@@ -30,6 +30,7 @@ from strawberry.http.parse_content_type import parse_content_type
 
 from api import inputs
 from api.errors import BAD_USER_INPUT, INTERNAL_SERVER_ERROR, NOT_FOUND, error_body
+from api.persisted import PersistedOperations, Refused
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 APPLICATION_JSON = "application/json"
@@ -142,18 +143,34 @@ def _depth_over(value: Any, limit: int) -> bool:
     return False
 
 
-async def read_operation(request: AsyncHTTPRequestAdapter) -> GraphQLRequestData:
-    """The operation a GET or POST request carries; raises RequestError when it is not one."""
+async def read_operation(
+    request: AsyncHTTPRequestAdapter, persisted: PersistedOperations | None = None
+) -> GraphQLRequestData:
+    """The operation a GET or POST request carries, its document resolved from a persisted
+    id (``api.persisted``); raises RequestError when it is not one."""
+    return operation(await _resolved(await _decoded(request), persisted))
+
+
+async def _resolved(data: Any, persisted: PersistedOperations | None) -> Any:
+    if persisted is None:
+        return data
+    try:
+        return await persisted.resolve(data)
+    except Refused as refused:
+        raise RequestError(refused.status, refused.message, code=refused.code) from None
+
+
+async def _decoded(request: AsyncHTTPRequestAdapter) -> Any:
     if request.method == "GET":
         data: Any = {}
-        for key in ("query", "operationName"):
+        for key in ("query", "operationName", "documentId"):
             if (value := request.query_params.get(key)) is not None:
                 data[key] = value
         for key in ("variables", "extensions"):
             value = request.query_params.get(key)
             if isinstance(value, str) and value:
                 data[key] = decode_json(value, f"the `{key}` parameter")
-        return operation(data)
+        return data
     media, params = parse_content_type(request.content_type or "")
     if media != APPLICATION_JSON:
         raise RequestError(
@@ -165,7 +182,7 @@ async def read_operation(request: AsyncHTTPRequestAdapter) -> GraphQLRequestData
     charset = params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
         raise RequestError(415, f"send JSON in UTF-8 (charset={charset} is not supported)")
-    return operation(decode_json(await request.get_body()))
+    return decode_json(await request.get_body())
 
 
 def operation(data: Any) -> GraphQLRequestData:

@@ -121,6 +121,22 @@ class Settings(DatabaseSettings):
     #: Payload reads of the realtime fan-out running at once (each holds a pooled connection).
     taskql_realtime_read_concurrency: int = Field(default=1, ge=1)
 
+    #: Persisted operations (api.persisted, docs/architecture/api.md "Persisted operations").
+    #: Automatic persisted queries (Apollo's `extensions.persistedQuery`).
+    taskql_persisted_queries: bool = True
+    #: The process's store of them: at most this many documents and bytes (LRU).
+    taskql_persisted_queries_max_entries: int = Field(default=10_000, ge=1)
+    taskql_persisted_queries_max_bytes: int = Field(default=20_000_000, ge=1024)
+    #: With REDIS_URL they are shared in Redis, each kept this long after it was stored.
+    taskql_persisted_queries_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    #: A manifest of trusted documents (id -> document: GraphQL Codegen's, Relay's or
+    #: Apollo's format), re-read when the file changes.
+    taskql_trusted_documents: Path | None = None
+    #: Run only the manifest's documents (anything else: 400 PERSISTED_QUERY_NOT_IN_LIST).
+    taskql_trusted_documents_only: bool = False
+    #: Cache-Control max-age of a successful query over GET (private: per caller).
+    taskql_get_max_age_seconds: int = Field(default=5, ge=0)
+
     @field_validator("taskql_trusted_proxies", mode="before")
     @classmethod
     def _networks(cls, value: Any) -> Any:
@@ -138,6 +154,14 @@ class Settings(DatabaseSettings):
         if isinstance(value, list | tuple):
             return tuple(str(part).rstrip("/") for part in value)
         return value
+
+    @model_validator(mode="after")
+    def _trusted_only_needs_a_manifest(self) -> Settings:
+        if self.taskql_trusted_documents_only and self.taskql_trusted_documents is None:
+            raise ValueError(
+                "TASKQL_TRUSTED_DOCUMENTS_ONLY needs TASKQL_TRUSTED_DOCUMENTS (the manifest)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_address_cannot_reach_the_email_ceiling(self) -> Settings:

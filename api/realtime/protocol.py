@@ -56,6 +56,7 @@ from api.auth import Auth, Tenant, Viewer
 from api.extensions import coded_errors
 from api.ids import decode_id
 from api.middleware import _bearer, _organization_ref, client_address
+from api.persisted import PersistedOperations, Refused
 from api.realtime.events import Cursor
 from api.realtime.hub import Feed, Hub, Session
 from api.settings import Settings
@@ -84,9 +85,13 @@ MAX_QUEUED = 1000
 class Endpoint:
     """The ASGI app for WebSocket scopes at /graphql."""
 
-    def __init__(self, hub: Hub, settings: Settings) -> None:
+    def __init__(
+        self, hub: Hub, settings: Settings, persisted: PersistedOperations | None = None
+    ) -> None:
         self.hub = hub
         self.settings = settings
+        #: Persisted ids and the trusted-documents mode apply to subscriptions as over HTTP.
+        self.persisted = persisted
         self.rules = [
             *specified_rules,
             *QueryDepthLimiter(max_depth=settings.taskql_max_depth).validation_rules,
@@ -366,6 +371,11 @@ class RealtimeConnection(Session):
             await self.close(SUBSCRIBER_EXISTS, f"Subscriber for {op_id[:64]} already exists")
             return
         try:
+            if self.endpoint.persisted is not None:
+                try:
+                    payload = await self.endpoint.persisted.resolve(payload)
+                except Refused as refused:
+                    raise GraphQLError(refused.message, extensions={"code": refused.code}) from None
             feed, after = self._prepare(op_id, payload)
         except GraphQLError as error:
             await self._send(
