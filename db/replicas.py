@@ -87,6 +87,8 @@ class Replicas:
         self._history: deque[tuple[float, int]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._turn = itertools.count()
+        #: The last check read the primary's position (logged on the change only).
+        self._primary_read = True
 
     @property
     def enabled(self) -> bool:
@@ -140,9 +142,12 @@ class Replicas:
         now = time.monotonic()
         try:
             primary_lsn = await asyncio.wait_for(self._primary_lsn(), self.interval * 4)
-        except Exception as exc:  # the primary is away: keep the old history
-            _log.warning("replica check: primary position unreadable: %s", exc)
+        except Exception as exc:  # the primary is away (or its pool busy): keep the history
+            if self._primary_read:
+                _log.warning("replica check: primary position unreadable: %s", exc)
+            self._primary_read = False
         else:
+            self._primary_read = True
             self._history.append((now, primary_lsn))
             # Keep what measures a lag up to max_lag; anything older is "too far" anyway.
             horizon = now - self.max_lag - 2 * self.interval
