@@ -37,6 +37,7 @@ from api.http import APPLICATION_JSON, response_media_type
 from api.ids import from_global_id
 from api.logs import RateLimitedLog, failure_kind
 from api.settings import Settings, get_settings
+from db import metrics as db_metrics
 from db.errors import DatabaseError
 from db.queries.users import token_hash
 from db.replicas import REPLICAS
@@ -276,9 +277,12 @@ class TaskqlMiddleware:
             else:
                 if row is not None and (organization is None or row["organization_id"]):
                     scope[ENGINE_KEY] = replica
+                    db_metrics.READS_ROUTED.labels("replica").inc()
                     return opened, row
                 await opened.close()
         opened, row = await begin_request(hashed, org_id, org_slug, context)
+        if read:
+            db_metrics.READS_ROUTED.labels("primary").inc()
         opened.want_lsn = not read
         return opened, row
 

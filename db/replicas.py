@@ -28,6 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from db import metrics
 from db.engine import DB, Engine
 from db.settings import DatabaseSettings
 
@@ -154,6 +155,15 @@ class Replicas:
             while len(self._history) > 1 and self._history[1][0] < horizon:
                 self._history.popleft()
         await asyncio.gather(*(self._check(replica) for replica in self.replicas))
+        self._export()
+
+    def _export(self) -> None:
+        now = time.monotonic()
+        usable = set(map(id, self.usable()))
+        for replica in self.replicas:
+            metrics.REPLICA_USABLE.labels(replica.name).set(int(id(replica) in usable))
+            if replica.up:
+                metrics.REPLICA_LAG.labels(replica.name).set(replica.lag(now))
 
     async def _primary_lsn(self) -> int:
         pool = self.primary.pool

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from api.app import create_app
 from api.routing import LSN_HEADER, is_query, read_only
@@ -104,6 +105,14 @@ async def replica(
         REPLICAS.replicas = []
 
 
+def routed(target: str) -> float:
+    return REGISTRY.get_sample_value("taskql_db_reads_routed_total", {"target": target}) or 0.0
+
+
+def gauge(name: str) -> float | None:
+    return REGISTRY.get_sample_value(name, {"replica": REPLICAS.replicas[0].name})
+
+
 async def pause(server: standby.Standby) -> None:
     connection = await _admin(server)
     try:
@@ -180,7 +189,10 @@ async def test_reads_on_the_replica_writes_on_the_primary_and_the_writer_reads_i
     )
     assert sent.json()["data"]["project"]["name"] == "Renamed while the replica waits"
     # Another client, within the lag bound, reads the replica: the old name.
+    on_replica, on_primary = routed("replica"), routed("primary")
     assert await name_of(other, org_a) == before
+    assert (routed("replica") - on_replica, routed("primary") - on_primary) == (1, 0)
+    assert gauge("taskql_db_replica_usable") == 1
     # Seen from the replica: the pool's connections are there, as the server role.
     connection = await _admin(replica)
     try:
@@ -216,7 +228,12 @@ async def test_a_replica_too_far_behind_is_skipped(
     await rename(writer, org_a, "Written while replay is paused")
     assert await name_of(other, org_a) == before  # the replica, less than 1 s behind
     await usable(False)  # the checks see it fall more than DB_REPLICA_MAX_LAG_SECONDS behind
+    await REPLICAS.check()
+    assert gauge("taskql_db_replica_usable") == 0
+    assert (gauge("taskql_db_replica_router_lag_seconds") or 0) > 1.0
+    on_primary = routed("primary")
     assert await name_of(other, org_a) == "Written while replay is paused"  # the primary
+    assert routed("primary") - on_primary == 1
     connection = await _admin(replica)
     try:
         await connection.execute("SELECT pg_wal_replay_resume()")
