@@ -50,6 +50,7 @@ from api.schema import build_schema
 from api.settings import Settings, get_settings
 from db import metrics as db_metrics
 from db.engine import DB
+from db.replicas import REPLICAS
 from db.targets import resolve
 from db.tenancy import OpenTransaction, request_transaction
 
@@ -383,7 +384,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     tune_gc(settings)
     hub: Hub | None = getattr(app.state, "hub", None)
     try:
-        async with _database(), _sampler(settings):
+        async with _database(), _replicas(settings), _sampler(settings):
             if hub is not None:
                 await hub.start()
             try:
@@ -426,6 +427,22 @@ async def _database() -> AsyncIterator[None]:
             await DB.close_connection_pool()
 
 
+@asynccontextmanager
+async def _replicas(settings: Settings) -> AsyncIterator[None]:
+    """The read replicas of DATABASE_REPLICA_URL (``db.replicas``), checked in the background.
+    Replicas configured by the caller (the test suite) are used as they are and left open."""
+    owned = not REPLICAS.enabled and bool(settings.replica_urls)
+    if owned:
+        REPLICAS.configure(settings)
+        await REPLICAS.start()
+    try:
+        yield
+    finally:
+        if owned:
+            await REPLICAS.stop()
+            REPLICAS.replicas = []
+
+
 def _cors(settings: Settings) -> list[Middleware]:
     """Cross-origin access for the origins in TASKQL_CORS_ORIGINS (none by default), outside
     authentication, so preflights are answered and refusals (401, 503) carry the headers.
@@ -437,8 +454,14 @@ def _cors(settings: Settings) -> list[Middleware]:
             CORSMiddleware,
             allow_origins=list(settings.taskql_cors_origins),
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "X-Organization", "X-Request-Id"],
-            expose_headers=["X-Request-Id", "Retry-After"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Organization",
+                "X-Request-Id",
+                "X-Taskql-Lsn",
+            ],
+            expose_headers=["X-Request-Id", "Retry-After", "X-Taskql-Lsn"],
             max_age=settings.taskql_cors_max_age_seconds,
         )
     ]

@@ -47,3 +47,6 @@ SCOPE_KEY = "taskql.auth"
 #: The request's open transaction (``db.tenancy.OpenTransaction``), begun by the middleware
 #: with the caller authenticated; the operation runs and ends in it.
 TRANSACTION_KEY = "taskql.transaction"
+#: The replica's engine when the request's transaction runs on a read replica (absent: the
+#: primary).
+ENGINE_KEY = "taskql.engine"

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 ByIds = Callable[[Executor, Sequence[UUID]], Awaitable[list[asyncpg.Record]]]
+ByIdsInTenant = Callable[[Executor, UUID | None, Sequence[UUID]], Awaitable[list[asyncpg.Record]]]
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,9 @@ class Loaders:
         self.organization = self._by_id(organizations.by_ids)
         self.member = self._by_id(organizations.members_by_ids)
         self.invitation = self._by_id(invitations.by_ids)
-        self.project = self._by_id(projects.by_ids)
-        self.task = self._by_id(tasks.by_ids)
-        self.comment = self._by_id(comments.by_ids)
+        self.project = self._in_tenant(projects.by_ids)
+        self.task = self._in_tenant(tasks.by_ids)
+        self.comment = self._in_tenant(comments.by_ids)
         self.page: DataLoader[PageKey, list[asyncpg.Record]] = DataLoader(self._pages)
         self.count: DataLoader[CountKey, int] = DataLoader(self._counts)
         self.ancestors: DataLoader[UUID, list[asyncpg.Record]] = DataLoader(self._ancestors)
@@ -69,6 +70,22 @@ class Loaders:
             return [found.get(i) for i in ids]
 
         return DataLoader(load)
+
+    def _in_tenant(self, query: ByIdsInTenant) -> DataLoader[UUID, asyncpg.Record | None]:
+        """By id within the request's tenant (no tenant: nothing, as RLS would answer)."""
+
+        async def load(ids: list[UUID]) -> list[asyncpg.Record | None]:
+            rows = await query(self._context.db, self._current_tenant(), ids)
+            found = {row["id"]: row for row in rows}
+            return [found.get(i) for i in ids]
+
+        return DataLoader(load)
+
+    def _current_tenant(self) -> UUID | None:
+        context = self._context
+        if context.organization_id is not None:
+            return context.organization_id
+        return context.auth.tenant.organization_id if context.auth.tenant else None
 
     def _tenant(self, scoped: bool) -> UUID | None:
         return self._context.scope_id if scoped else None

@@ -22,8 +22,8 @@ import asyncpg
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import faults, metrics
-from api.auth import SCOPE_KEY, TRANSACTION_KEY, Auth, Tenant, Viewer, current_auth
+from api import faults, metrics, routing
+from api.auth import ENGINE_KEY, SCOPE_KEY, TRANSACTION_KEY, Auth, Tenant, Viewer, current_auth
 from api.errors import (
     BAD_USER_INPUT,
     FORBIDDEN,
@@ -37,8 +37,10 @@ from api.http import APPLICATION_JSON, response_media_type
 from api.ids import from_global_id
 from api.logs import RateLimitedLog, failure_kind
 from api.settings import Settings, get_settings
+from db import metrics as db_metrics
 from db.errors import DatabaseError
 from db.queries.users import token_hash
+from db.replicas import REPLICAS
 from db.tenancy import OpenTransaction, TenantContext, begin_request
 
 _log = logging.getLogger("taskql.request")
@@ -151,10 +153,11 @@ class TaskqlMiddleware:
         """Authenticate (a token), then run the application in the request's transaction."""
         opened: OpenTransaction | None = None
         if token is not None:
+            body = b""
             if scope["type"] == "http":
                 # The whole body first: a slow client must not hold a pooled connection.
                 try:
-                    receive = await _buffered(receive, self.max_body_bytes)
+                    receive, body = await _buffered(receive, self.max_body_bytes)
                 except BodyTooLarge:
                     await reject(
                         413,
@@ -174,7 +177,9 @@ class TaskqlMiddleware:
                 statement_timeout_ms=self.statement_timeout_ms,
             )
             try:
-                opened, row = await begin_request(token_hash(token), org_id, org_slug, context)
+                opened, row = await self._begin(
+                    scope, body, token, org_id, org_slug, organization, context
+                )
             except (*faults.FAULTS, asyncpg.PostgresError) as exc:
                 # Not the caller's failure: PostgreSQL (or the pool) is away. One line per
                 # kind and interval, however many requests fail the same way.
@@ -223,6 +228,8 @@ class TaskqlMiddleware:
 
         scope[SCOPE_KEY] = auth
         token_var = current_auth.set(auth)
+        if opened is not None and opened.want_lsn:
+            send = _with_commit_lsn(send, opened)
         try:
             await self.app(
                 scope, _limited(receive, self.max_body_bytes), _with_request_id(send, request_id)
@@ -240,6 +247,57 @@ class TaskqlMiddleware:
             current_auth.reset(token_var)
             if opened is not None:
                 await opened.close()
+
+    async def _begin(
+        self,
+        scope: Scope,
+        body: bytes,
+        token: str,
+        org_id: uuid.UUID | None,
+        org_slug: str | None,
+        organization: str | None,
+        context: TenantContext,
+    ) -> tuple[OpenTransaction, asyncpg.Record | None]:
+        """Begin the request's transaction: on a read replica for a query (``api.routing``)
+        when one is usable, else on the primary.
+
+        A replica that fails to begin it (down since its last check) is marked down and the
+        primary serves the request; so does the primary when the replica does not know the
+        token or the membership (a session or member created within its lag)."""
+        hashed = token_hash(token)
+        if not REPLICAS.enabled:
+            return await begin_request(hashed, org_id, org_slug, context)
+        read = routing.read_only(scope["method"], body)
+        replica = REPLICAS.choose(routing.client_lsn(scope["headers"])) if read else None
+        if replica is not None:
+            try:
+                opened, row = await begin_request(hashed, org_id, org_slug, context, replica)
+            except Exception as exc:  # any failure on a replica: the primary answers
+                REPLICAS.mark_down(replica, exc)
+            else:
+                if row is not None and (organization is None or row["organization_id"]):
+                    scope[ENGINE_KEY] = replica
+                    db_metrics.READS_ROUTED.labels("replica").inc()
+                    return opened, row
+                await opened.close()
+        opened, row = await begin_request(hashed, org_id, org_slug, context)
+        if read:
+            db_metrics.READS_ROUTED.labels("primary").inc()
+        opened.want_lsn = not read
+        return opened, row
+
+
+def _with_commit_lsn(send: Send, opened: OpenTransaction) -> Send:
+    """Give the response to a committed write its WAL position (header and cookie): the
+    transaction has ended by the time the response starts."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start" and opened.commit_lsn is not None:
+            extra = routing.lsn_headers(opened.commit_lsn, REPLICAS.cookie_max_age())
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return wrapped
 
 
 def _request_id(given: str | None) -> str:
@@ -359,7 +417,7 @@ async def _reject(
     await send({"type": "http.response.body", "body": body})
 
 
-async def _buffered(receive: Receive, limit: int) -> Receive:
+async def _buffered(receive: Receive, limit: int) -> tuple[Receive, bytes]:
     """Read the whole body (at most ``limit`` bytes), then replay it to the application."""
     chunks: list[bytes] = []
     size = 0
@@ -375,15 +433,16 @@ async def _buffered(receive: Receive, limit: int) -> Receive:
         if not message.get("more_body", False):
             break
     replayed = False
+    body = b"".join(chunks)
 
     async def replay() -> Message:
         nonlocal replayed
         if not replayed:
             replayed = True
-            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": False}
         return await receive()
 
-    return replay
+    return replay, body
 
 
 def _limited(receive: Receive, limit: int) -> Receive:

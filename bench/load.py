@@ -15,6 +15,15 @@ server connections as the direct servers' pools hold in all) and a second API se
 it (``DB_PGBOUNCER=1``), runs every operation on both, alternately, and reports each
 operation's throughput and p95 through PgBouncer as a ratio of direct (results in
 ``load-pgbouncer.*``, so the direct-only results stay as they were).
+
+``--replica`` starts a real streaming replica of the embedded server (``db.standby``,
+``pg_basebackup -R``; with DATABASE_URL set, give DATABASE_REPLICA_URL instead) and a second
+API server with ``DATABASE_REPLICA_URL`` pointing at it, runs every operation on both (the
+reads of the second one go to the replica), reports the ratios to the primary-only server,
+and measures the replica's lag behind mutations: how long after each committed mutation the
+replica has replayed its commit LSN, and how many of the writer's next reads had to go to
+the primary (results in ``load-replica.*``). Both PostgreSQL servers share this machine's
+cores: the ratio is the cost of routing, not the gain of a second machine.
 """
 
 from __future__ import annotations
@@ -38,8 +47,9 @@ from typing import Any
 import asyncpg
 import psutil
 
-from api.ids import to_global_id
+from api.ids import from_global_id, to_global_id
 from db import pgbouncer as pgbouncer_launcher
+from db import standby
 from db.explain import find_sample, tenant_slugs
 from db.queries import users
 from db.settings import pool_size_for
@@ -50,6 +60,8 @@ ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 #: Suffix of the operations run through PgBouncer.
 THROUGH_PGBOUNCER = " [PgBouncer]"
+#: Suffix of the operations run by the server whose reads go to the replica.
+ON_REPLICA = " [replica]"
 MAIN_QUERY = """query($id: ID!) { project(id: $id) { name tasks(first: 50) { edges { node {
   id title status priority assignee { id displayName }
   comments(first: 3) { nodes { id content author { id displayName } } } } } } } }"""
@@ -249,6 +261,7 @@ def main(
     pool_size: int | None = None,
     repeat: int = 3,
     through_pgbouncer: bool = False,
+    on_replica: bool = False,
 ) -> None:
     wrk = ensure_wrk()
     targets = resolve()
@@ -296,7 +309,25 @@ def main(
             workers,
             {**env, "DATABASE_URL": bouncer.dsn(user), "DB_PGBOUNCER": "1"},
         )
+    replica: standby.Standby | None = None
+    replica_server: subprocess.Popen[bytes] | None = None
+    replica_url = os.environ.get("DATABASE_REPLICA_URL")
+    if on_replica:
+        if replica_url is None:
+            if targets.embedded is None:
+                raise SystemExit("--replica with DATABASE_URL needs DATABASE_REPLICA_URL")
+            replica = standby.create(targets.embedded, ROOT.parent / ".taskql" / "bench-replica")
+            parts = pgbouncer_launcher.Upstream.parse(server_dsn)
+            replica_url = replica.dsn(parts.user, parts.database)
+        replica_port = free_port()
+        replica_server = start(
+            "api.app:create_app",
+            replica_port,
+            workers,
+            {**env, "DATABASE_REPLICA_URL": replica_url},
+        )
     rows: list[dict[str, Any]] = []
+    lag: dict[str, Any] = {}
     try:
         with tempfile.TemporaryDirectory() as scratch:
 
@@ -324,6 +355,10 @@ def main(
                             [*tree(behind), bouncer.process.pid],
                             script(name, q),
                         )
+                    )
+                if replica_server is not None:
+                    targets_to_run.append(
+                        (name + ON_REPLICA, replica_port, tree(replica_server), script(name, q))
                     )
             targets_to_run.append(
                 (
@@ -358,7 +393,7 @@ def main(
                     result.update(
                         operation=name,
                         concurrency=connections,
-                        statements=statements.get(name.removesuffix(THROUGH_PGBOUNCER), 1),
+                        statements=statements.get(base_name(name), 1),
                         runs=runs,
                     )
                     rows.append(result)
@@ -368,13 +403,19 @@ def main(
                         f"busiest worker {result['busiest_worker']:.2f}",
                         flush=True,
                     )
+        if replica_server is not None and replica_url is not None:
+            lag = asyncio.run(
+                replica_lag(replica_port, replica_url, token, slug, variables["id"], owner_dsn)
+            )
     finally:
-        for process in (api, limit, behind):
+        for process in (api, limit, behind, replica_server):
             if process is not None:
                 process.terminate()
                 process.wait(10)
         if bouncer is not None:
             bouncer.stop()
+        if replica is not None:
+            replica.stop("immediate")
     write_results(
         rows,
         duration,
@@ -382,8 +423,76 @@ def main(
         project_size,
         repeat,
         pool_size,
-        "load-pgbouncer" if through_pgbouncer else "load",
+        "load-replica" if on_replica else "load-pgbouncer" if through_pgbouncer else "load",
+        lag,
     )
+
+
+def base_name(name: str) -> str:
+    return name.removesuffix(THROUGH_PGBOUNCER).removesuffix(ON_REPLICA)
+
+
+async def replica_lag(
+    port: int,
+    replica_url: str,
+    token: str,
+    slug: str,
+    project: str,
+    owner_dsn: str,
+    mutations: int = 200,
+) -> dict[str, Any]:
+    """Mutations, one at a time, on the replica-routed server: for each, the time from its
+    response (with its commit LSN) until the replica has replayed that LSN (polled every
+    0.5 ms on a connection of its own), and where the writer's next read was served."""
+    import httpx
+
+    from db.replicas import parse_lsn
+
+    headers = {"Authorization": f"Bearer {token}", "X-Organization": slug}
+    rename = (
+        "mutation($id: ID!, $name: String!) { updateProject(input: {id: $id, name: $name}) "
+        "{ errors { code } } }"
+    )
+    owner = await asyncpg.connect(owner_dsn)
+    original = await owner.fetchval(
+        "SELECT p.name FROM projects p WHERE p.id = $1",
+        from_global_id(project)[1],
+    )
+    await owner.close()
+    watcher = await asyncpg.connect(replica_url)
+    waits: list[float] = []
+    at_once = 0
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers) as client:
+        for index in range(mutations):
+            name = f"{original} ({index})" if original else f"Bench {index}"
+            response = await client.post(
+                "/graphql", json={"query": rename, "variables": {"id": project, "name": name}}
+            )
+            answered = time.perf_counter()
+            lsn = parse_lsn(response.headers["x-taskql-lsn"])
+            polls = 0
+            while True:
+                replayed = await watcher.fetchval("SELECT pg_last_wal_replay_lsn()::text")
+                polls += 1
+                if parse_lsn(replayed) >= lsn:
+                    break
+                await asyncio.sleep(0.0005)
+            at_once += polls == 1
+            waits.append((time.perf_counter() - answered) * 1000)
+        if original:
+            await client.post(
+                "/graphql",
+                json={"query": rename, "variables": {"id": project, "name": original}},
+            )
+    await watcher.close()
+    waits.sort()
+    return {
+        "mutations": mutations,
+        "replay_after_response_ms_p50": statistics.median(waits),
+        "replay_after_response_ms_p95": waits[int(0.95 * (len(waits) - 1))],
+        "replay_after_response_ms_max": waits[-1],
+        "already_replayed_share": at_once / len(waits),
+    }
 
 
 def write_results(
@@ -394,6 +503,7 @@ def write_results(
     repeat: int,
     pool_size: int,
     stem: str = "load",
+    lag: dict[str, Any] | None = None,
 ) -> None:
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -406,6 +516,7 @@ def write_results(
                 "workers": workers,
                 "pool_size": pool_size,
                 "rows": rows,
+                "replica_lag": lag or {},
             },
             indent=2,
         )
@@ -430,8 +541,7 @@ def write_results(
     main_rows = {
         r["concurrency"]: r
         for r in rows
-        if r["operation"].startswith("main query")
-        and not r["operation"].endswith(THROUGH_PGBOUNCER)
+        if r["operation"].startswith("main query") and base_name(r["operation"]) == r["operation"]
     }
     limit_rows = {r["concurrency"]: r for r in rows if r["operation"].startswith("LIMIT")}
     lines += [
@@ -443,6 +553,7 @@ def write_results(
         if c in limit_rows:
             lines.append(f"- concurrency {c}: {main_rows[c]['rps'] / limit_rows[c]['rps']:.2f}")
     lines += pgbouncer_ratios(rows)
+    lines += replica_ratios(rows, lag or {})
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     chart(rows, RESULTS / f"{stem}.png")
 
@@ -474,6 +585,47 @@ def pgbouncer_ratios(rows: list[dict[str, Any]]) -> list[str]:
     for line in lines:
         print("PgBouncer/direct " + line, flush=True)
     return header + lines
+
+
+def replica_ratios(rows: list[dict[str, Any]], lag: dict[str, Any]) -> list[str]:
+    """The replica-routed server as a share of the primary-only one (same run), and the lag."""
+    direct = {(r["operation"], r["concurrency"]): r for r in rows}
+    lines = []
+    for r in rows:
+        if not r["operation"].endswith(ON_REPLICA):
+            continue
+        base = direct.get((base_name(r["operation"]), r["concurrency"]))
+        if base is None:
+            continue
+        lines.append(
+            f"| {base['operation']} | {r['concurrency']} | {r['rps'] / base['rps']:.2f} | "
+            f"{r['p95'] / base['p95']:.2f} |"
+        )
+    if not lines:
+        return []
+    for line in lines:
+        print("replica/primary " + line, flush=True)
+    out = [
+        "",
+        "Reads on the streaming replica (same machine, same cores) as a ratio of the",
+        "primary-only server, in the same run:",
+        "",
+        "| operation | concurrency | req/s ratio | p95 ratio |",
+        "|---|---:|---:|---:|",
+        *lines,
+    ]
+    if lag:
+        print(f"replica lag: {lag}", flush=True)
+        out += [
+            "",
+            f"Replica lag behind {lag['mutations']} sequential mutations (time from the",
+            "mutation's response until the replica had replayed its commit LSN): "
+            f"p50 {lag['replay_after_response_ms_p50']:.2f} ms, "
+            f"p95 {lag['replay_after_response_ms_p95']:.2f} ms, "
+            f"max {lag['replay_after_response_ms_max']:.2f} ms; already replayed at the "
+            f"first poll: {lag['already_replayed_share']:.0%}.",
+        ]
+    return out
 
 
 def chart(rows: list[dict[str, Any]], path: Path = RESULTS / "load.png") -> None:
@@ -528,6 +680,12 @@ if __name__ == "__main__":
         "report the ratios to direct (bench/results/load-pgbouncer.*)",
     )
     parser.add_argument(
+        "--replica",
+        action="store_true",
+        help="also run every operation on a server whose reads go to a real streaming replica "
+        "and measure the replica's lag (bench/results/load-replica.*)",
+    )
+    parser.add_argument(
         "--only", nargs="+", help="run the operations whose name contains one of these words"
     )
     parser.add_argument(
@@ -544,4 +702,5 @@ if __name__ == "__main__":
             arguments.pool_size,
             arguments.repeat,
             arguments.pgbouncer,
+            arguments.replica,
         )

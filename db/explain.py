@@ -244,9 +244,9 @@ async def hot_paths(ex: ExplainingExecutor, s: Sample) -> None:
         200,
     )
     await run("task counts by status", lambda: tasks.counts_by_status(ex, org, [s.project_id]), 200)
-    await run("loader: tasks by id (50)", lambda: tasks.by_ids(ex, ids))
+    await run("loader: tasks by id (50)", lambda: tasks.by_ids(ex, org, ids))
     await run("loader: users by id", lambda: users.by_ids(ex, [s.user_id]))
-    await run("loader: projects by id", lambda: projects.by_ids(ex, [s.project_id]))
+    await run("loader: projects by id", lambda: projects.by_ids(ex, org, [s.project_id]))
     await run("loader: organizations by id", lambda: organizations.by_ids(ex, [org]))
     await run(
         "loader: comments of 50 tasks, first 3 each",

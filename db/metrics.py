@@ -73,6 +73,30 @@ CONNECTIONS_LOST = Counter(
     "network, idle-in-transaction timeout).",
 )
 
+#: Read replicas as this process's router sees them (``db.replicas``), per replica.
+REPLICA_LAG = Gauge(
+    "taskql_db_replica_router_lag_seconds",
+    "Age of the oldest primary WAL position the replica had not replayed at the last check "
+    "(db.replicas; the worst of the processes).",
+    ["replica"],
+    multiprocess_mode="max",
+)
+REPLICA_USABLE = Gauge(
+    "taskql_db_replica_usable",
+    "1 when reads may go to the replica (up, a standby, within DB_REPLICA_MAX_LAG_SECONDS); "
+    "0 if any process finds it otherwise.",
+    ["replica"],
+    multiprocess_mode="min",
+)
+READS_ROUTED = Counter(
+    "taskql_db_reads_routed",
+    "Authenticated read-only requests by where their transaction ran: replica, or primary "
+    "(none usable, the client's commit not replayed yet, or the replica failed to begin it).",
+    ["target"],
+)
+for _target in ("replica", "primary"):
+    READS_ROUTED.labels(_target)
+
 #: SQLSTATEs counted by kind; everything else is ``other``. A bounded label.
 ERROR_KINDS = {
     "57014": "statement_timeout",  # query_canceled: told apart from a cancel by its message

@@ -52,6 +52,19 @@ class DatabaseSettings(BaseSettings):
     #: lock_timeout, idle_in_transaction_session_timeout and taskql.max_task_depth in every
     #: transaction instead (transaction-locally). See docs/operations/deploy.md, "PgBouncer".
     db_pgbouncer: bool = False
+    #: Streaming read replicas (one URL, or several separated by commas), as the server role.
+    #: Read-only operations of authenticated callers go to one that is up and close enough
+    #: (``db.replicas``); mutations, and reads of a client that just wrote, to the primary.
+    #: See docs/operations/deploy.md, "Read replicas".
+    database_replica_url: str | None = None
+    #: A replica that has not replayed what the primary had this many seconds ago is skipped.
+    db_replica_max_lag_seconds: float = Field(default=5.0, gt=0)
+    #: How often each replica's state (up, replayed LSN) and the primary's LSN are read.
+    db_replica_check_interval: float = Field(default=0.5, gt=0)
+
+    @property
+    def replica_urls(self) -> tuple[str, ...]:
+        return tuple(u.strip() for u in (self.database_replica_url or "").split(",") if u.strip())
 
     @property
     def statement_cache_size(self) -> int:

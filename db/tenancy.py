@@ -116,6 +116,10 @@ async def request_transaction(
 BEGIN_REQUEST_SQL = "SELECT * FROM app_begin_request($1, $2, $3, $4, $5, $6, $7)"
 
 
+#: The WAL write position, read on the primary right after a COMMIT.
+COMMIT_LSN_SQL = "SELECT pg_current_wal_lsn()::text"
+
+
 class OpenTransaction:
     """A request's transaction on one pooled connection, opened before GraphQL runs.
 
@@ -129,12 +133,16 @@ class OpenTransaction:
     trips a request (BEGIN, authentication, the operation, the end), not five.
     """
 
-    __slots__ = ("_pool", "connection", "executor")
+    __slots__ = ("_pool", "commit_lsn", "connection", "executor", "want_lsn")
 
     def __init__(self, pool: asyncpg.Pool, connection: asyncpg.Connection) -> None:
         self._pool = pool
         self.connection: asyncpg.Connection | None = connection
         self.executor = Executor(connection, statements=1)
+        #: Read the primary's WAL position after a COMMIT (read replicas: read-your-writes).
+        self.want_lsn = False
+        #: That position (``pg_current_wal_lsn()`` right after the COMMIT returned), or None.
+        self.commit_lsn: str | None = None
 
     @property
     def open(self) -> bool:
@@ -159,6 +167,10 @@ class OpenTransaction:
         try:
             if connection.is_in_transaction():
                 await cast(Connection, connection).end_transaction(commit)
+                if commit and self.want_lsn:
+                    # After the COMMIT returned: a standby that has replayed up to here has
+                    # replayed the commit record (docs/operations/deploy.md, "Read replicas").
+                    self.commit_lsn = await connection.fetchval(COMMIT_LSN_SQL)
         finally:
             # The pool's reset rolls back whatever a failed COMMIT left open.
             await self._pool.release(connection)

@@ -37,9 +37,15 @@ class ProjectFilter:
         return conditions
 
 
-async def by_ids(executor: Executor, ids: Sequence[UUID]) -> list[asyncpg.Record]:
+async def by_ids(
+    executor: Executor, organization_id: UUID | None, ids: Sequence[UUID]
+) -> list[asyncpg.Record]:
+    """By id, in one tenant: the statement names it (RLS would filter the same rows), so a
+    sharded database routes it to that tenant's shard (docs/operations/sharding.md)."""
     return await executor.fetch(
-        f"SELECT {COLUMNS} FROM projects WHERE id = ANY($1::uuid[])", list(ids)
+        f"SELECT {COLUMNS} FROM projects WHERE organization_id = $1 AND id = ANY($2::uuid[])",
+        organization_id,
+        list(ids),
     )
 
 
