@@ -37,7 +37,7 @@ app = typer.Typer(
 migrate_app = typer.Typer(
     help="Apply, reverse and inspect schema migrations (owner role).", **HELP_STYLE
 )
-db_app = typer.Typer(help="Database administration: roles, partitions.", **HELP_STYLE)
+db_app = typer.Typer(help="Database administration: roles, partitions, health.", **HELP_STYLE)
 migrations_app = typer.Typer(help="Check migrations before they reach a database.", **HELP_STYLE)
 app.add_typer(migrations_app, name="migrations")
 app.add_typer(migrate_app, name="migrate")
@@ -594,6 +594,43 @@ def db_maintain(
     created, dropped = run(maintain())
     typer.echo(f"audit_logs: {created} partition(s) created, {dropped} dropped")
     typer.echo(f"realtime_events: {pruned} event(s) pruned")
+
+
+@db_app.command("health")
+@clear_errors
+def db_health(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    long_transaction_seconds: Annotated[
+        float, typer.Option(help="A transaction open longer than this is a problem.")
+    ] = 300.0,
+    partitions_ahead: Annotated[
+        int, typer.Option(help="Fewer audit partitions ahead (months) than this is a problem.")
+    ] = 1,
+    replication_lag_seconds: Annotated[
+        float, typer.Option(help="A replica replaying further behind is a problem.")
+    ] = 60.0,
+    top: Annotated[int, typer.Option(help="Statements and bloated relations to list.")] = 10,
+) -> None:
+    """Check the database's health as the owner role: top statements (pg_stat_statements),
+    unused and duplicate indexes, bloat estimates, dead tuples and vacuum, long transactions,
+    audit partitions ahead, sequences, replication slots and lag. Exit 1 on a problem (cron)."""
+    from db import health
+
+    limits = health.Limits(
+        long_transaction_seconds=long_transaction_seconds,
+        partitions_ahead=partitions_ahead,
+        replication_lag_seconds=replication_lag_seconds,
+        top=top,
+    )
+    report = run(health.check(resolve(get_settings()).require_owner(), limits))
+    if as_json:
+        typer.echo(health.render_json(report))
+    else:
+        from rich.console import Console
+
+        health.render(report, Console())
+    if not report.ok:
+        raise typer.Exit(code=1)
 
 
 async def _prune_realtime_events(keep_seconds: int) -> int:

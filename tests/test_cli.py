@@ -45,6 +45,7 @@ def taskql(
         ["db", "bootstrap"],
         ["db", "maintain"],
         ["db", "drop"],
+        ["db", "health"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
