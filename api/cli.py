@@ -42,6 +42,11 @@ migrations_app = typer.Typer(help="Check migrations before they reach a database
 app.add_typer(migrations_app, name="migrations")
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(db_app, name="db")
+tenant_app = typer.Typer(
+    help="One organization's data: export, delete (offboarding), import (owner role).",
+    **HELP_STYLE,
+)
+app.add_typer(tenant_app, name="tenant")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -650,6 +655,80 @@ async def _prune_realtime_events(keep_seconds: int) -> int:
                 return total
     finally:
         await connection.close()
+
+
+# --------------------------------------------------------------------------------- tenant
+
+
+def _tenant_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} {table}" for table, n in counts.items())
+
+
+@tenant_app.command("export")
+@clear_errors
+def tenant_export(
+    org: Annotated[str, typer.Argument(help="The organization's slug or id.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder to write (must be empty; default ./tenant-<slug>-<time>)."),
+    ] = None,
+) -> None:
+    """Write every row of one organization (members' user records included, password hashes
+    and sessions excluded) as NDJSON, one file per table, with manifest.json (row counts,
+    SHA-256 checksums, schema version)."""
+    from datetime import UTC, datetime
+
+    from db import tenants
+
+    folder = out or Path(f"tenant-{org}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}")
+    outcome = run(tenants.export(resolve(get_settings()).require_owner(), org, folder))
+    typer.echo(
+        f"exported {outcome.slug} ({outcome.organization_id}) to {folder} in "
+        f"{outcome.seconds:.2f} s: {_tenant_counts(outcome.counts)}"
+    )
+
+
+@tenant_app.command("delete")
+@clear_errors
+def tenant_delete(
+    org: Annotated[str, typer.Argument(help="The organization's slug or id.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Rows per transaction.", min=1)] = 1000,
+) -> None:
+    """Remove the organization and everything it owns, in short batches (no long lock),
+    leaving one audit record of the deletion. User accounts are kept. Export it first."""
+    from db import tenants
+
+    if not yes and not typer.confirm(
+        f"Delete organization {org} and all its projects, tasks, comments, members and audit log?"
+    ):
+        raise typer.Exit(code=1)
+    outcome = run(tenants.delete(resolve(get_settings()).require_owner(), org, batch_size))
+    typer.echo(
+        f"deleted {outcome.slug} ({outcome.organization_id}) in {outcome.batches} batches, "
+        f"{outcome.seconds:.2f} s: {_tenant_counts(outcome.counts)}"
+    )
+
+
+@tenant_app.command("import")
+@clear_errors
+def tenant_import(
+    folder: Annotated[Path, typer.Argument(help="A folder written by `taskql tenant export`.")],
+    into: Annotated[
+        str | None,
+        typer.Option(help="An existing empty organization (slug or id) to import into."),
+    ] = None,
+) -> None:
+    """Restore an export into its organization (created when missing) or into an existing
+    empty one; users are matched by e-mail or created. All or nothing."""
+    from db import tenants
+
+    outcome = run(tenants.import_(resolve(get_settings()).require_owner(), folder, into))
+    typer.echo(
+        f"imported into {outcome.slug} ({outcome.organization_id}) in {outcome.seconds:.2f} s: "
+        f"{_tenant_counts(outcome.counts)}; users: {outcome.users_matched} matched by e-mail, "
+        f"{outcome.users_created} created (they must reset their password)"
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry point

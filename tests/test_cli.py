@@ -46,6 +46,9 @@ def taskql(
         ["db", "maintain"],
         ["db", "drop"],
         ["db", "health"],
+        ["tenant", "export"],
+        ["tenant", "delete"],
+        ["tenant", "import"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
