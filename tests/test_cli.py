@@ -49,6 +49,8 @@ def taskql(
         ["tenant", "export"],
         ["tenant", "delete"],
         ["tenant", "import"],
+        ["db", "backup"],
+        ["db", "restore"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:
