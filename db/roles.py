@@ -14,6 +14,12 @@ that already has CONNECT on another database is refused: one login, one database
   cross-tenant maintenance that RLS would otherwise hide: backfills, bulk loads (COPY).
   The server role is not a member, so the API can never become it.
 
+- Monitoring (``taskql db health``): the owner is granted ``pg_monitor`` (every session's
+  activity, replication state, statistics), and bootstrap creates the pg_stat_statements
+  extension, when the server offers it, in a schema of its own (``monitoring``, usable by
+  the owner only; the server role never sees other sessions' statements). Its statistics
+  are only collected when the server preloads it (``shared_preload_libraries``).
+
 Login role names are configurable (several databases on one cluster, as in CI); the group
 name is fixed because migrations grant to it.
 """
@@ -33,6 +39,7 @@ from db.errors import unavailable
 _log = logging.getLogger(__name__)
 
 SERVER_GROUP = "taskql_server"
+MONITORING_SCHEMA = "monitoring"
 MAINTENANCE = "taskql_maintenance"
 DEFAULT_OWNER = "taskql_owner"
 DEFAULT_SERVER_LOGIN = "taskql_app"
@@ -183,6 +190,37 @@ async def bootstrap(
             database,
             roles.server_login,
             roles.owner,
+        )
+        await _execute_formatted(conn, "GRANT pg_monitor TO %I", roles.owner)
+    finally:
+        await conn.close()
+    await _create_monitoring(database_url(admin_dsn, database), roles.owner)
+
+
+def database_url(url: str, database: str) -> str:
+    """``url`` naming another database (same user, password, host and options)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + quote(database), parts.query, ""))
+
+
+async def _create_monitoring(admin_dsn: str, owner: str) -> None:
+    """pg_stat_statements in its own schema, for the owner (skipped when the server does not
+    ship the extension: ``taskql db health`` then says it is missing)."""
+    try:
+        conn = await asyncpg.connect(admin_dsn, timeout=10)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        raise unavailable(admin_dsn, exc) from None
+    try:
+        if not await conn.fetchval(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'pg_stat_statements'"
+        ):
+            _log.warning("pg_stat_statements is not available on this server: not created")
+            return
+        await _execute_formatted(conn, "CREATE SCHEMA IF NOT EXISTS %I", MONITORING_SCHEMA)
+        await _execute_formatted(conn, "REVOKE ALL ON SCHEMA %I FROM PUBLIC", MONITORING_SCHEMA)
+        await _execute_formatted(conn, "GRANT USAGE ON SCHEMA %I TO %I", MONITORING_SCHEMA, owner)
+        await _execute_formatted(
+            conn, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements SCHEMA %I", MONITORING_SCHEMA
         )
     finally:
         await conn.close()

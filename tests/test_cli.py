@@ -45,6 +45,12 @@ def taskql(
         ["db", "bootstrap"],
         ["db", "maintain"],
         ["db", "drop"],
+        ["db", "health"],
+        ["tenant", "export"],
+        ["tenant", "delete"],
+        ["tenant", "import"],
+        ["db", "backup"],
+        ["db", "restore"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:

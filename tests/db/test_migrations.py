@@ -34,7 +34,9 @@ CATALOG = {
     "FROM pg_policies WHERE schemaname = 'public' ORDER BY 1, 2",
     "functions": "SELECT proname, pg_get_function_identity_arguments(oid), pg_get_functiondef(oid), "
     "proacl::text FROM pg_proc WHERE pronamespace = 'public'::regnamespace AND prokind = 'f' ORDER BY 1, 2",
-    "extensions": "SELECT extname FROM pg_extension ORDER BY 1",
+    # Bootstrap's pg_stat_statements (schema monitoring, db/roles.py) is not the migrations'.
+    "extensions": "SELECT extname FROM pg_extension "
+    "WHERE extnamespace IS DISTINCT FROM to_regnamespace('monitoring') ORDER BY 1",
     "schema_acl": "SELECT nspacl::text FROM pg_namespace WHERE nspname = 'public'",
 }
 
