@@ -1019,8 +1019,8 @@ class Compiler:
             node_count = cost.check_operation(
                 self.schema, plan.document, plan.operation, coerced, self.settings
             )
-        except cost.CostError:
-            raise Unsupported("over a limit: the resolvers report it") from None
+        except (cost.CostError, ApiError):
+            raise Unsupported("over a limit or a bad value: the resolvers report it") from None
         render = _Render(self.schema, plan, variables, has_tenant)
         fields = render.collect_sets("Query", [plan.operation.selection_set])
         if not fields or len(fields) > MAX_KEYS:

@@ -16,8 +16,13 @@ from typing import Any
 from graphql import (
     DocumentNode,
     FloatValueNode,
+    GraphQLNonNull,
+    GraphQLSchema,
     IntValueNode,
+    OperationDefinitionNode,
     StringValueNode,
+    TypeInfo,
+    ValidationContext,
     Visitor,
     visit,
 )
@@ -60,6 +65,27 @@ def check_document(document: DocumentNode) -> None:
     visit(document, visitor)
     if visitor.problem is not None:
         raise errors.BadUserInput(f"a literal in the document {visitor.problem}")
+
+
+def check_null_variables(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation: OperationDefinitionNode,
+    coerced: dict[str, Any],
+) -> None:
+    """Raise BadUserInput for a variable sent as ``null`` where it is used as a non-null
+    value (``@skip(if:)``, ``@include(if:)``, a non-null argument or input field with a
+    default): the variable's own default does not replace an explicit null (the spec's
+    CoerceVariableValues), so the location would get null. One rule for both read paths,
+    checked with the coerced variables before anything runs."""
+    context = ValidationContext(schema, document, TypeInfo(schema), lambda error: None)
+    for usage in context.get_recursive_variable_usages(operation):
+        name = usage.node.name.value
+        if isinstance(usage.type, GraphQLNonNull) and name in coerced and coerced[name] is None:
+            raise errors.BadUserInput(
+                f"variable ${name} is null where a value of type {usage.type} is required",
+                variable=name,
+            )
 
 
 class _Literals(Visitor):
