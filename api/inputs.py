@@ -11,8 +11,10 @@ every string of the variables, keys included (``check_variables``: the resolver 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
+import dateutil.parser
 from graphql import (
     DocumentNode,
     FloatValueNode,
@@ -26,6 +28,8 @@ from graphql import (
     Visitor,
     visit,
 )
+from strawberry.schema.types.base_scalars import isoformat, wrap_parser
+from strawberry.types.scalar import ScalarDefinition
 
 from api import errors
 
@@ -44,6 +48,41 @@ def text_problem(value: str) -> str | None:
     return (
         f"contains an unpaired surrogate (U+{ord(found.group()):04X}), which is not valid Unicode"
     )
+
+
+#: asyncpg sends Python's first and last instants as -infinity and infinity: a time must lie
+#: strictly between them (in UTC) to be stored as itself and read back as it was sent.
+FIRST_TIME = datetime.min.replace(tzinfo=UTC)
+LAST_TIME = datetime.max.replace(tzinfo=UTC)
+TIME_RANGE = (
+    "a DateTime must lie after 0001-01-01T00:00:00Z and before 9999-12-31T23:59:59.999999Z "
+    "(PostgreSQL would store those ends as -infinity and infinity)"
+)
+
+
+def parse_time(text: str) -> datetime:
+    """A DateTime input (ISO 8601; without an offset: UTC, as the driver reads it), inside
+    the range stored as itself; ValueError otherwise. The schema's DateTime scalar, so both
+    read paths and every mutation refuse the same values before any statement."""
+    value = dateutil.parser.isoparse(text)
+    try:
+        instant = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise ValueError(TIME_RANGE) from None
+    if not FIRST_TIME < instant < LAST_TIME:
+        raise ValueError(TIME_RANGE)
+    return value
+
+
+DATE_TIME = ScalarDefinition(
+    name="DateTime",
+    description="Date with time (isoformat)",
+    specified_by_url=None,
+    serialize=isoformat,
+    parse_value=wrap_parser(parse_time, "DateTime", (ValueError, OverflowError)),
+    parse_literal=None,
+    origin=datetime,
+)
 
 
 def check_variables(variables: dict[str, Any] | None) -> None:

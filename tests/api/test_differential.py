@@ -16,6 +16,7 @@ ignoring only ``extensions.requestId``.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import AsyncIterator
@@ -67,14 +68,19 @@ BAD_CURSORS = [
         "1e-50",
         "1_0",
         "\u0661",
-        "\ud800",
         "h\u00e9llo",
         "not a time",
         "99999",
         "infinity",
         "NaN",
     )
-] + ["bad", "", "W10"]
+] + [
+    "bad",
+    "",
+    "W10",
+    # A lone surrogate (only an escaped one can be sent).
+    base64.urlsafe_b64encode(json.dumps(["\ud800", str(uuid7())]).encode()).decode(),
+]
 
 DATES = [
     "2026-01-01T00:00:00+00:00",
