@@ -64,7 +64,7 @@ def parse_time(text: str) -> datetime:
     """A DateTime input (ISO 8601; without an offset: UTC, as the driver reads it), inside
     the range stored as itself; ValueError otherwise. The schema's DateTime scalar, so both
     read paths and every mutation refuse the same values before any statement."""
-    value = dateutil.parser.isoparse(text)
+    value: datetime = dateutil.parser.isoparse(text)
     try:
         instant = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
     except OverflowError:
