@@ -251,3 +251,20 @@ async def test_dates_just_inside_the_range_are_stored_and_read_alike(
             assert task["dueDate"] == expected, body
             again = await both(read, {"t": task["id"]}, as_=(org, "member"))
             assert again["data"]["task"]["dueDate"] == expected, again
+
+
+async def test_an_input_error_beside_a_running_batch_ends_the_transaction_after_it(
+    both: Api, org_a: Org, org_b: Org
+) -> None:
+    """A field fails while a sibling's DataLoader batch is running on the operation's
+    connection: the transaction ends after that statement, not beside it (which was
+    "another operation is in progress", answered as an unavailable database, 503)."""
+    query = """{ viewer { memberships { nodes { role } }
+      invitations(first: 3) { nodes { email } }
+      user { email } } }"""
+    for org in (org_a, org_b):
+        for _ in range(5):
+            response = await both.post(query, token=org.tokens["member"], org=org.slug)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert codes(body) == ["BAD_USER_INPUT"], body
