@@ -24,7 +24,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The differential test of the compiled path against the resolvers, with many more generated
-# queries than CI's fixed count (TASKQL_FUZZ_EXAMPLES=N for another number).
+# queries than CI's fixed count (TASKQL_FUZZ_EXAMPLES=N for another number, TASKQL_FUZZ_SEED=N
+# for another sequence than CI's).
 TASKQL_FUZZ_EXAMPLES ?= 3000
 fuzz: $(STAMP)
 	TASKQL_FUZZ_EXAMPLES=$(TASKQL_FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/api/test_differential.py $(PYTEST_ARGS)
