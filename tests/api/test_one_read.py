@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -21,14 +21,10 @@ from tests.api.test_compiled import enrich
 from tests.api.world import Org
 
 
-@pytest.fixture(params=["compiled", "resolvers"])
-async def both(request: pytest.FixtureRequest, pool: asyncpg.Pool) -> AsyncIterator[Api]:
-    import httpx
-
-    settings = Settings(taskql_compiled_queries=request.param == "compiled")
-    transport = httpx.ASGITransport(app=create_app(settings), client=("198.51.100.7", 50000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://taskql.test") as client:
-        yield Api(client)
+@pytest.fixture
+def both(read_api: Api) -> Api:
+    """The API with compiled queries on, and off (``tests/api/conftest.py``)."""
+    return read_api
 
 
 def codes(body: dict[str, Any]) -> list[str]:
