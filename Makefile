@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test lint bench bench-migrations schema install clean
+.PHONY: serve test fuzz lint bench bench-migrations schema install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "taskql needs Python 3.11 or newer")'
@@ -22,6 +22,13 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The differential test of the compiled path against the resolvers, with many more generated
+# queries than CI's fixed count (TASKQL_FUZZ_EXAMPLES=N for another number, TASKQL_FUZZ_SEED=N
+# for another sequence than CI's).
+TASKQL_FUZZ_EXAMPLES ?= 3000
+fuzz: $(STAMP)
+	TASKQL_FUZZ_EXAMPLES=$(TASKQL_FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -s -p no:cacheprovider tests/api/test_differential.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -388,7 +388,8 @@ def check_operation(
     settings: Settings,
 ) -> int:
     """The checks that need the coerced variables: string maxima and the node limit. Returns
-    the node cost; raises CostError."""
+    the node cost; raises CostError (BadUserInput for a null variable in a non-null place)."""
+    inputs.check_null_variables(schema, document, operation, variables.coerced)
     check_strings(schema, document, operation, variables)
     nodes = node_cost(schema, document, operation, variables, settings)
     over = over_node_limit(nodes, settings)

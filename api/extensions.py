@@ -296,6 +296,6 @@ class OperationLimits(SchemaExtension):
                         cost.check_operation(
                             context.schema._schema, document, operation, coerced, self.settings
                         )
-                    except cost.CostError as over:
+                    except (cost.CostError, errors.ApiError) as over:
                         context.result = ExecutionResult(data=None, errors=[over])
         yield

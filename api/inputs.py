@@ -11,16 +11,25 @@ every string of the variables, keys included (``check_variables``: the resolver 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
+import dateutil.parser
 from graphql import (
     DocumentNode,
     FloatValueNode,
+    GraphQLNonNull,
+    GraphQLSchema,
     IntValueNode,
+    OperationDefinitionNode,
     StringValueNode,
+    TypeInfo,
+    ValidationContext,
     Visitor,
     visit,
 )
+from strawberry.schema.types.base_scalars import isoformat, wrap_parser
+from strawberry.types.scalar import ScalarDefinition
 
 from api import errors
 
@@ -39,6 +48,41 @@ def text_problem(value: str) -> str | None:
     return (
         f"contains an unpaired surrogate (U+{ord(found.group()):04X}), which is not valid Unicode"
     )
+
+
+#: asyncpg sends Python's first and last instants as -infinity and infinity: a time must lie
+#: strictly between them (in UTC) to be stored as itself and read back as it was sent.
+FIRST_TIME = datetime.min.replace(tzinfo=UTC)
+LAST_TIME = datetime.max.replace(tzinfo=UTC)
+TIME_RANGE = (
+    "a DateTime must lie after 0001-01-01T00:00:00Z and before 9999-12-31T23:59:59.999999Z "
+    "(PostgreSQL would store those ends as -infinity and infinity)"
+)
+
+
+def parse_time(text: str) -> datetime:
+    """A DateTime input (ISO 8601; without an offset: UTC, as the driver reads it), inside
+    the range stored as itself; ValueError otherwise. The schema's DateTime scalar, so both
+    read paths and every mutation refuse the same values before any statement."""
+    value: datetime = dateutil.parser.isoparse(text)
+    try:
+        instant = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise ValueError(TIME_RANGE) from None
+    if not FIRST_TIME < instant < LAST_TIME:
+        raise ValueError(TIME_RANGE)
+    return value
+
+
+DATE_TIME = ScalarDefinition(
+    name="DateTime",
+    description="Date with time (isoformat)",
+    specified_by_url=None,
+    serialize=isoformat,
+    parse_value=wrap_parser(parse_time, "DateTime", (ValueError, OverflowError)),
+    parse_literal=None,
+    origin=datetime,
+)
 
 
 def check_variables(variables: dict[str, Any] | None) -> None:
@@ -60,6 +104,27 @@ def check_document(document: DocumentNode) -> None:
     visit(document, visitor)
     if visitor.problem is not None:
         raise errors.BadUserInput(f"a literal in the document {visitor.problem}")
+
+
+def check_null_variables(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation: OperationDefinitionNode,
+    coerced: dict[str, Any],
+) -> None:
+    """Raise BadUserInput for a variable sent as ``null`` where it is used as a non-null
+    value (``@skip(if:)``, ``@include(if:)``, a non-null argument or input field with a
+    default): the variable's own default does not replace an explicit null (the spec's
+    CoerceVariableValues), so the location would get null. One rule for both read paths,
+    checked with the coerced variables before anything runs."""
+    context = ValidationContext(schema, document, TypeInfo(schema), lambda error: None)
+    for usage in context.get_recursive_variable_usages(operation):
+        name = usage.node.name.value
+        if isinstance(usage.type, GraphQLNonNull) and name in coerced and coerced[name] is None:
+            raise errors.BadUserInput(
+                f"variable ${name} is null where a value of type {usage.type} is required",
+                variable=name,
+            )
 
 
 class _Literals(Visitor):

@@ -6,6 +6,7 @@ one tenant's rows can never be served to another.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -25,8 +26,24 @@ if TYPE_CHECKING:
     from api.context import Context
 
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 ByIds = Callable[[Executor, Sequence[UUID]], Awaitable[list[asyncpg.Record]]]
 ByIdsInTenant = Callable[[Executor, UUID | None, Sequence[UUID]], Awaitable[list[asyncpg.Record]]]
+
+
+class SharedLoader(DataLoader[K, V]):
+    """A DataLoader whose lookups are shared by every field asking for the same key, and
+    survive one of them being cancelled.
+
+    graphql-core cancels a failed field's siblings (``gather_with_cancel``); a cancelled
+    task awaiting a future cancels that future, and DataLoader hands the SAME future to
+    every field loading the key, so another parent's field awaiting it got a
+    ``CancelledError`` it never asked for (a plain-text 500). Each caller awaits its own
+    shield of the shared future instead."""
+
+    def load(self, key: K) -> Awaitable[V]:
+        return asyncio.shield(super().load(key))
 
 
 @dataclass(frozen=True)
@@ -59,17 +76,17 @@ class Loaders:
         self.project = self._in_tenant(projects.by_ids)
         self.task = self._in_tenant(tasks.by_ids)
         self.comment = self._in_tenant(comments.by_ids)
-        self.page: DataLoader[PageKey, list[asyncpg.Record]] = DataLoader(self._pages)
-        self.count: DataLoader[CountKey, int] = DataLoader(self._counts)
-        self.ancestors: DataLoader[UUID, list[asyncpg.Record]] = DataLoader(self._ancestors)
-        self.status_counts: DataLoader[UUID, dict[str, int]] = DataLoader(self._status_counts)
+        self.page: DataLoader[PageKey, list[asyncpg.Record]] = SharedLoader(self._pages)
+        self.count: DataLoader[CountKey, int] = SharedLoader(self._counts)
+        self.ancestors: DataLoader[UUID, list[asyncpg.Record]] = SharedLoader(self._ancestors)
+        self.status_counts: DataLoader[UUID, dict[str, int]] = SharedLoader(self._status_counts)
 
     def _by_id(self, query: ByIds) -> DataLoader[UUID, asyncpg.Record | None]:
         async def load(ids: list[UUID]) -> list[asyncpg.Record | None]:
             found = {row["id"]: row for row in await query(self._context.db, ids)}
             return [found.get(i) for i in ids]
 
-        return DataLoader(load)
+        return SharedLoader(load)
 
     def _in_tenant(self, query: ByIdsInTenant) -> DataLoader[UUID, asyncpg.Record | None]:
         """By id within the request's tenant (no tenant: nothing, as RLS would answer)."""
@@ -79,7 +96,7 @@ class Loaders:
             found = {row["id"]: row for row in rows}
             return [found.get(i) for i in ids]
 
-        return DataLoader(load)
+        return SharedLoader(load)
 
     def _current_tenant(self) -> UUID | None:
         context = self._context

@@ -7,6 +7,7 @@ import binascii
 import json
 import math
 import re
+import struct
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -15,6 +16,7 @@ from uuid import UUID
 import asyncpg
 import strawberry
 
+from api import inputs
 from api.errors import BadUserInput
 from db.sql import Order, Page
 
@@ -52,21 +54,44 @@ class Connection(Generic[T]):
 
 
 def encode_cursor(key: str | None, row_id: UUID) -> str:
-    return base64.urlsafe_b64encode(json.dumps([key, str(row_id)]).encode()).decode().rstrip("=")
+    """The cursor of a row, exactly as the compiled path's ``gql_cursor(key, id)`` writes
+    it: ``[key, "id"]`` as ``to_json`` writes the key (UTF-8, not ``\\u`` escapes), base64url
+    without padding. One encoding, so a page's cursors do not depend on the path."""
+    text = json.dumps([key, str(row_id)], ensure_ascii=False)
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
 #: PostgreSQL's text output of the sort keys cursors carry, by the key's SQL type; a key must
 #: read back as its type, or the page's statement would fail in PostgreSQL (a 500 for a
-#: client's typo). Timestamps: ISO output (``2025-03-01 12:34:56.789+00``) or infinities.
+#: client's typo). ASCII digits only (Python's ``\\d``, ``int`` and ``float`` take other
+#: digits, and ``float`` underscores, which PostgreSQL refuses). Timestamps: ISO output
+#: (``2025-03-01 12:34:56.789+00``) or infinities, offsets within PostgreSQL's +-15:59:59.
 _TIMESTAMP = re.compile(
-    r"-?infinity|\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?[+-]\d{2}(:\d{2}){0,2}"
+    r"-?infinity|[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+    r"[+-](0[0-9]|1[0-5])(:[0-5][0-9]){0,2}"
 )
-_REAL_LIMIT = 3.4028235e38
+_SMALLINT = re.compile(r"-?[0-9]{1,5}")
+_REAL = re.compile(r"NaN|-?Infinity|-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def _real_fits(key: str) -> bool:
+    """``key`` reads as a PostgreSQL ``real``: its syntax, and a value that neither
+    overflows nor underflows to zero (PostgreSQL refuses both, Python's float does not)."""
+    if _REAL.fullmatch(key) is None:
+        return False
+    value = float(key)
+    if math.isnan(value) or math.isinf(value):
+        return True
+    try:
+        single = struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError:
+        return False
+    return single != 0.0 or value == 0.0
 
 
 def _key_fits(key: str, key_type: str) -> bool:
-    if "\x00" in key:
-        return False  # PostgreSQL text cannot hold NUL
+    if inputs.text_problem(key) is not None:
+        return False  # NUL or a lone surrogate: PostgreSQL text cannot hold it
     if key_type == "timestamptz":
         if not _TIMESTAMP.fullmatch(key):
             return False
@@ -78,13 +103,9 @@ def _key_fits(key: str, key_type: str) -> bool:
             return False
         return True
     if key_type == "smallint":
-        return re.fullmatch(r"-?\d{1,5}", key) is not None and -32768 <= int(key) <= 32767
+        return _SMALLINT.fullmatch(key) is not None and -32768 <= int(key) <= 32767
     if key_type == "real":
-        try:
-            value = float(key)
-        except ValueError:
-            return False
-        return math.isnan(value) or math.isinf(value) or abs(value) <= _REAL_LIMIT
+        return _real_fits(key)
     return key_type == "text"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import strawberry
@@ -18,6 +19,7 @@ from strawberry.extensions import (
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
+from api import inputs
 from api.extensions import Observe, OperationLimits, OperationTransaction, SqlStatements
 from api.mutations.auth import AuthMutations
 from api.mutations.comments import CommentMutations
@@ -106,6 +108,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
             MembershipChange,
             *error_types.ALL,
         ],
+        # Times outside what PostgreSQL stores as themselves are refused (api.inputs).
+        scalar_overrides={datetime: inputs.DATE_TIME},
         extensions=[
             # Parsing and validating the same document again is wasted work: both are cached
             # (the node limit depends on variables, so it is checked at execution instead).

@@ -21,7 +21,7 @@ from db import metrics
 class Executor:
     """Serialized access to one connection inside one transaction."""
 
-    __slots__ = ("_connection", "_lock", "_savepoints", "statements")
+    __slots__ = ("_connection", "_ended", "_lock", "_savepoints", "statements")
 
     def __init__(self, connection: asyncpg.Connection, statements: int = 0) -> None:
         self._connection = connection
@@ -29,12 +29,29 @@ class Executor:
         #: Statements sent on this connection for the operation (set-up included).
         self.statements = statements
         self._savepoints = 0
+        self._ended = False
+
+    def _use(self) -> asyncpg.Connection:
+        """The connection, for a statement about to be sent (under the lock). A statement
+        that waited for the lock while the transaction ended (a DataLoader batch of a
+        cancelled field) must not run on a connection back in the pool."""
+        if self._ended:
+            raise RuntimeError("the operation's transaction has ended")
+        return self._connection
+
+    @asynccontextmanager
+    async def ending(self) -> AsyncIterator[None]:
+        """Hold the statement lock while the transaction ends: after the statement running
+        now (never beside it), and no statement after."""
+        async with self._lock:
+            self._ended = True
+            yield
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async with self._lock:
             self.statements += 1
             try:
-                rows: list[asyncpg.Record] = await self._connection.fetch(sql, *args)
+                rows: list[asyncpg.Record] = await self._use().fetch(sql, *args)
             except asyncpg.PostgresError as exc:
                 metrics.statement_failed(exc)
                 raise
@@ -44,7 +61,7 @@ class Executor:
         async with self._lock:
             self.statements += 1
             try:
-                return await self._connection.fetchrow(sql, *args)
+                return await self._use().fetchrow(sql, *args)
             except asyncpg.PostgresError as exc:
                 metrics.statement_failed(exc)
                 raise
@@ -53,7 +70,7 @@ class Executor:
         async with self._lock:
             self.statements += 1
             try:
-                return await self._connection.fetchval(sql, *args)
+                return await self._use().fetchval(sql, *args)
             except asyncpg.PostgresError as exc:
                 metrics.statement_failed(exc)
                 raise
@@ -62,7 +79,7 @@ class Executor:
         async with self._lock:
             self.statements += 1
             try:
-                status: str = await self._connection.execute(sql, *args)
+                status: str = await self._use().execute(sql, *args)
             except asyncpg.PostgresError as exc:
                 metrics.statement_failed(exc)
                 raise
@@ -74,7 +91,7 @@ class Executor:
         """COPY rows into ``table`` (binary protocol, no bind-parameter limit)."""
         async with self._lock:
             self.statements += 1
-            status: str = await self._connection.copy_records_to_table(
+            status: str = await self._use().copy_records_to_table(
                 table, records=records, columns=list(columns)
             )
             return status

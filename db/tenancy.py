@@ -161,6 +161,11 @@ class OpenTransaction:
                 await self._end(commit=False)
 
     async def _end(self, commit: bool) -> None:
+        async with self.executor.ending():
+            await self.end(commit)
+
+    async def end(self, commit: bool) -> None:
+        """End it now (the caller holds the executor's statement lock)."""
         connection, self.connection = self.connection, None
         if connection is None:
             raise RuntimeError("the request's transaction has already ended")
@@ -254,6 +259,8 @@ class LazyExecutor(Executor):
     async def _begin(self) -> None:
         if self._opened is not None:
             return
+        if self._ended:
+            raise RuntimeError("the operation's transaction has ended")
         async with self._opening:
             if self._opened is None:
                 self._opened = await open_transaction(self._context, self._engine)
@@ -283,17 +290,22 @@ class LazyExecutor(Executor):
         return await super().copy_records(table, records, columns)
 
     async def end(self, commit: bool) -> None:
-        """Commit or roll back what was begun (nothing if no statement ran)."""
-        opened, self._opened = self._opened, None
-        if opened is None:
-            return
-        if commit:
-            await opened.commit()
-        else:
-            await opened.rollback()
+        """Commit or roll back what was begun (nothing if no statement ran).
+
+        Under the statement lock: a field's DataLoader batch may still be running when the
+        operation ends (graphql-core cancels a failed field's siblings, not the batches they
+        waited on); the transaction ends after that statement, never beside it ("another
+        operation is in progress", reported as an unavailable database). Nothing begins
+        after the end."""
+        async with self.ending():
+            opened, self._opened = self._opened, None
+            if opened is None:
+                return
+            await opened.end(commit)
 
     async def close(self) -> None:
         """Roll back whatever was begun, never raising: clean-up."""
-        opened, self._opened = self._opened, None
-        if opened is not None:
-            await opened.close()
+        async with self.ending():
+            opened, self._opened = self._opened, None
+            if opened is not None:
+                await opened.close()

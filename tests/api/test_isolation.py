@@ -18,6 +18,12 @@ from tests.api.world import Org
 from tests.conftest import ScratchDatabase
 
 
+@pytest.fixture
+def api(read_api: Api) -> Api:
+    """Every test of this module runs on both read paths (compiled, and the resolvers)."""
+    return read_api
+
+
 async def test_node_never_returns_another_tenants_objects(api: Api, org_a: Org, org_b: Org) -> None:
     members = await api(
         "{ organization { members(first: 1) { nodes { id } } } }", as_=(org_b, "viewer")

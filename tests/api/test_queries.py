@@ -14,6 +14,12 @@ mutation($input: CreateTaskInput!) { createTask(input: $input) { task { id title
 """
 
 
+@pytest.fixture
+def api(read_api: Api) -> Api:
+    """Every test of this module runs on both read paths (compiled, and the resolvers)."""
+    return read_api
+
+
 async def create_task(api: Api, org: Org, **fields: Any) -> str:
     body = await api(
         CREATE_TASK, {"input": {"projectId": org.project, **fields}}, as_=(org, "member")
