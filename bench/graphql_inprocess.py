@@ -7,7 +7,7 @@ asyncpg with the tenant set in a transaction: the same data, the least work poss
 Both run in the same process, interleaved, on the same database; medians are compared as a
 ratio (shared machines are noisy: absolute numbers move, the ratio much less).
 
-    .venv/bin/python bench/graphql_inprocess.py [--rounds 300] [--multiprocess]
+    .venv/bin/python bench/graphql_inprocess.py [--rounds 300] [--multiprocess] [--json-logs]
 
 It also measures the cost of the Prometheus metrics (api.metrics): the same main query
 through a second app built with TASKQL_METRICS=false, interleaved with the first.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import secrets
 import statistics
@@ -181,13 +182,37 @@ def instrumentation_cost(loops: int = 20_000) -> float:
     return (time.perf_counter() - started) / loops * 1e6
 
 
-async def main(rounds: int) -> None:
+def access_log_cost(json_lines: bool) -> float:
+    """Microseconds one request's access line costs (fields, render, the logging call),
+    written to /dev/null, timed alone."""
+    from api.access_log import AccessLog
+    from api.auth import SCOPE_KEY, Auth
+    from api.metrics import Observation
+
+    log = AccessLog(json_lines, slow_ms=10_000)
+    scope = {SCOPE_KEY: Auth("0" * 32, "203.0.113.1", "bench")}
+    seen = Observation(operation="Main", type="query", path="compiled", statements=4)
+    started = time.perf_counter()
+    for _ in range(20_000):
+        log.record(scope, seen, 200, 0.003)
+    return (time.perf_counter() - started) / 20_000 * 1e6
+
+
+async def main(rounds: int, json_logs: bool = False) -> None:
     await prepare()
     org_id, project_id, token, slug, task_id = await seed()
     from api.ids import to_global_id
 
     settings = Settings(taskql_sql_stats=True)
     app_off = create_app(settings.model_copy(update={"taskql_metrics": False}))
+    if json_logs:
+        # Metrics plus a JSON access line per request, written (to /dev/null) as in production.
+        settings = settings.model_copy(update={"taskql_log_format": "json"})
+        handler = logging.FileHandler(os.devnull)
+        access = logging.getLogger("taskql.access")
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
     app = create_app(settings)
     tune_gc(settings)  # as the server's lifespan does (ASGITransport does not run it)
     headers = {"Authorization": f"Bearer {token}", "X-Organization": slug}
@@ -271,6 +296,12 @@ async def main(rounds: int) -> None:
             f"(difference of the medians, {(api_median / off_median - 1) * 100:+.1f} %)"
         )
         print(f"  metrics calls of one request, timed alone: {instrumentation_cost():.1f} us")
+        if json_logs:
+            print("  (the metered side also wrote a JSON access line per request)")
+        print(
+            f"  access line of one request, timed alone: JSON {access_log_cost(True):.1f} us, "
+            f"text (disabled at INFO) {access_log_cost(False):.1f} us"
+        )
         print("statements per operation, other hot queries:")
         for name, query in OTHER_QUERIES.items():
             body = await graphql(query)
@@ -282,4 +313,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--multiprocess", action="store_true", help="count into mmap files")
-    asyncio.run(main(parser.parse_args().rounds))
+    parser.add_argument(
+        "--json-logs", action="store_true", help="the metered side writes JSON access lines too"
+    )
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.rounds, arguments.json_logs))
