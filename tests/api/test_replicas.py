@@ -11,15 +11,6 @@ embedded PostgreSQL 18 leg.
 
 from __future__ import annotations
 
-import os
-
-import pytest as _pytest
-
-pytestmark = _pytest.mark.skipif(
-    os.environ.get("TASKQL_TEST_REPLICAS", "") in ("", "0"),
-    reason="a CI run hung here on 2026-12-02: opt in with TASKQL_TEST_REPLICAS=1 until fixed",
-)
-
 import asyncio
 import os
 import time
