@@ -6,7 +6,10 @@ import contextvars
 from dataclasses import dataclass
 from uuid import UUID
 
-ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
+from db.tenancy import MemberRole
+
+#: Each role's rank (``db.tenancy.MemberRole``: viewer 0 ... owner 3).
+ROLE_RANK = {role.value: role.rank for role in MemberRole}
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +28,7 @@ class Tenant:
     role: str
 
     def at_least(self, role: str) -> bool:
-        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+        return MemberRole(self.role).includes(role)
 
 
 @dataclass(frozen=True, slots=True)

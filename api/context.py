@@ -39,8 +39,6 @@ class Context:
     failed: bool = False
     #: The resolve info of every mutation that completed (rewritten if the operation fails).
     completed_mutations: list[Any] = field(default_factory=list)
-    #: The session a log-in or sign-up created in this request (for logOut of it, etc.).
-    extra: dict[str, Any] = field(default_factory=dict)
     _loaders: Loaders | None = None
 
     @property

@@ -9,7 +9,7 @@ benchmarks read the count.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -83,17 +83,6 @@ class Executor:
             except asyncpg.PostgresError as exc:
                 metrics.statement_failed(exc)
                 raise
-            return status
-
-    async def copy_records(
-        self, table: str, records: Iterable[Sequence[Any]], columns: Sequence[str]
-    ) -> str:
-        """COPY rows into ``table`` (binary protocol, no bind-parameter limit)."""
-        async with self._lock:
-            self.statements += 1
-            status: str = await self._use().copy_records_to_table(
-                table, records=records, columns=list(columns)
-            )
             return status
 
     @asynccontextmanager

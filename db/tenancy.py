@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, cast
 from uuid import UUID
 
@@ -22,7 +23,31 @@ from db.engine import DB, Connection, Engine, Transaction
 from db.errors import DatabaseError
 from db.executor import Executor
 
-ROLES = ("owner", "admin", "member", "viewer")
+
+class MemberRole(StrEnum):
+    """A member's role in an organization, highest first: each includes the rights of the
+    roles after it. The one definition of the roles and their order: the API's ``Role``
+    enum, its rank checks, the compiler's role rules and the tests derive from it (the
+    database's CHECK on organization_members.role names the same values)."""
+
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+    VIEWER = "viewer"
+
+    @property
+    def rank(self) -> int:
+        """0 for viewer ... 3 for owner."""
+        members = list(MemberRole)
+        return len(members) - 1 - members.index(self)
+
+    def includes(self, other: str) -> bool:
+        """Whether this role has every right of ``other``."""
+        return self.rank >= MemberRole(other).rank
+
+
+#: Role values, highest first.
+ROLES = tuple(role.value for role in MemberRole)
 
 #: One round trip: all settings in one statement, bound as parameters (never formatted).
 SET_CONTEXT_SQL = """
@@ -282,12 +307,6 @@ class LazyExecutor(Executor):
     async def execute(self, sql: str, *args: Any) -> str:
         await self._begin()
         return await super().execute(sql, *args)
-
-    async def copy_records(
-        self, table: str, records: Iterable[Sequence[Any]], columns: Sequence[str]
-    ) -> str:
-        await self._begin()
-        return await super().copy_records(table, records, columns)
 
     async def end(self, commit: bool) -> None:
         """Commit or roll back what was begun (nothing if no statement ran).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
@@ -15,6 +14,8 @@ from strawberry.scalars import JSON
 from api.auth import ROLE_RANK, Tenant
 from api.context import Context, Info
 from api.ids import to_global_id
+from api.registry import ENUM, IP, TIME, Column, ObjectSpec, Ref
+from api.registry import JSON as JSON_VALUE
 from api.types.users import User, load_user
 
 
@@ -45,11 +46,11 @@ NODE_TYPE_OF = {
 }
 
 
-#: Privacy inside a tenant: an entry's network details (GraphQL field -> column) are for
-#: this role and higher only; below it they read null. The one declaration both the
-#: resolvers (``AuditEntry.reader``) and the compiled queries (``api/compiler.py``) follow;
-#: the database holds the same rule (``audit_entries``, migration 15).
-NETWORK_FIELDS = {"requestId": "request_id", "ipAddress": "ip_address", "userAgent": "user_agent"}
+#: Privacy inside a tenant: an entry's network details (the ``network`` entries of
+#: AUDIT_ENTRY) are for this role and higher only; below it they read null. The one
+#: declaration both the resolvers (``AuditEntry.reader``) and the compiled queries
+#: (``api/compiler``) follow; the database holds the same rule (``audit_entries``,
+#: migration 15).
 NETWORK_ROLE = "admin"
 _NETWORK_NOTE = f" Null unless you are {NETWORK_ROLE} or owner."
 
@@ -61,6 +62,24 @@ def may_read_network(role: str | None) -> bool:
 
 def _tenant_role(tenant: Tenant | None) -> str | None:
     return tenant.role if tenant is not None else None
+
+
+AUDIT_ENTRY = ObjectSpec(
+    "AuditEntry",
+    {
+        "action": Column("action", ENUM, enum=AuditAction),
+        "entityType": Column("entity_type", ENUM, enum=AuditEntityType),
+        "changes": Column("changes", JSON_VALUE),
+        "requestId": Column("request_id", network=True),
+        "ipAddress": Column("ip_address", IP, network=True),
+        "userAgent": Column("user_agent", network=True),
+        "createdAt": Column("created_at", TIME),
+        "actor": Ref("User", "users", "actor_id", attr="actor_id"),
+    },
+    # ``id`` and ``entityId`` are resolvers: the entity's global id names its type.
+    node=False,
+    private={"pk": "id", "entity_pk": "entity_id"},
+)
 
 
 @strawberry.type(
@@ -94,20 +113,7 @@ class AuditEntry:
 
     @classmethod
     def from_row(cls, row: asyncpg.Record, *, network: bool) -> AuditEntry:
-        changes = row["changes"]
-        ip = row["ip_address"] if network else None
-        return cls(
-            pk=row["id"],
-            action=AuditAction(row["action"]),
-            entity_type=AuditEntityType(row["entity_type"]),
-            changes=json.loads(changes) if isinstance(changes, str) else changes,
-            request_id=row["request_id"] if network else None,
-            ip_address=str(ip) if ip is not None else None,
-            user_agent=row["user_agent"] if network else None,
-            created_at=row["created_at"],
-            entity_pk=row["entity_id"],
-            actor_id=row["actor_id"],
-        )
+        return cls(**AUDIT_ENTRY.values(row, network=network))
 
     @strawberry.field(description="Opaque, unique id of this entry.")
     def id(self) -> strawberry.ID:

@@ -12,21 +12,30 @@ import strawberry
 
 from api.context import Info
 from api.loaders import load_one
-from api.types.node import Node, node_id
+from api.registry import TIME, Column, ObjectSpec, Ref
+from api.types.node import Node
 from api.types.users import User, load_user
 
 if TYPE_CHECKING:
     from api.types.tasks import Task
 
 #: Privacy inside a tenant: a soft-deleted comment is a tombstone for everyone (its id, task,
-#: dates and deletedAt stay; these fields read null, history reads empty). GraphQL field ->
-#: column; the one declaration ``Comment.from_row`` and the compiled queries
-#: (``api/compiler.py``) both follow, on every path (node, task.comments, mutation payloads).
-HIDDEN_WHEN_DELETED = {
-    "content": "content",
-    "author": "author_id",
-    "history": "content_history",
-}
+#: dates and deletedAt stay; content and author read null, history reads empty): the
+#: ``hidden_when_deleted`` entries, which ``Comment.from_row`` and the compiled queries
+#: (``api/compiler``) both follow, on every path (node, task.comments, mutation payloads).
+COMMENT = ObjectSpec(
+    "Comment",
+    {
+        "content": Column("content", hidden_when_deleted=True),
+        "createdAt": Column("created_at", TIME),
+        "updatedAt": Column("updated_at", TIME),
+        "editedAt": Column("edited_at", TIME),
+        "deletedAt": Column("deleted_at", TIME),
+        "author": Ref("User", "users", "author_id", attr="author_id", hidden_when_deleted=True),
+        "task": Ref("Task", "tasks", "task_id", attr="task_id"),
+    },
+    deleted="deleted_at",
+)
 
 
 @strawberry.type(description="An earlier version of a comment's text.")
@@ -56,21 +65,9 @@ class Comment(Node):
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Comment:
-        values = dict(row)
-        if values["deleted_at"] is not None:
-            for column in HIDDEN_WHEN_DELETED.values():
-                values[column] = None
-        history = values["content_history"]
+        history = row["content_history"] if row["deleted_at"] is None else None
         return cls(
-            pk=values["id"],
-            id=node_id("Comment", values["id"]),
-            content=values["content"],
-            created_at=values["created_at"],
-            updated_at=values["updated_at"],
-            edited_at=values["edited_at"],
-            deleted_at=values["deleted_at"],
-            task_id=values["task_id"],
-            author_id=values["author_id"],
+            **COMMENT.values(row),
             raw_history=(json.loads(history) if isinstance(history, str) else history) or [],
         )
 

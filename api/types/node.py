@@ -8,6 +8,7 @@ from uuid import UUID
 import strawberry
 
 from api.ids import to_global_id
+from db.tenancy import MemberRole
 
 
 @strawberry.interface(description="An object with a global id: refetch it with `node(id:)`.")
@@ -22,12 +23,13 @@ def node_id(type_name: str, raw_id: UUID) -> strawberry.ID:
     return strawberry.ID(to_global_id(type_name, raw_id))
 
 
-@strawberry.enum(description="A member's role; each includes the rights of those below it.")
-class Role(Enum):
-    OWNER = "owner"
-    ADMIN = "admin"
-    MEMBER = "member"
-    VIEWER = "viewer"
+#: A member's role: ``db.tenancy.MemberRole``, the one definition of the roles and their order.
+strawberry.enum(
+    MemberRole,
+    name="Role",
+    description="A member's role; each includes the rights of those below it.",
+)
+Role = MemberRole
 
 
 @strawberry.enum

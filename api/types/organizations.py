@@ -12,7 +12,8 @@ import strawberry
 from api.context import Info
 from api.loaders import load_connection
 from api.pagination import Connection, page_request
-from api.types.node import Direction, Node, ProjectStatus, node_id
+from api.registry import TIME, Column, ObjectSpec
+from api.types.node import Direction, Node, ProjectStatus
 from api.types.users import OLDEST_FIRST, Member
 from db.queries import invitations, projects
 from db.queries.organizations import MEMBERS
@@ -45,6 +46,17 @@ class ProjectFilter:
     )
 
 
+ORGANIZATION = ObjectSpec(
+    "Organization",
+    {
+        "name": Column("name"),
+        "slug": Column("slug"),
+        "createdAt": Column("created_at", TIME),
+        "updatedAt": Column("updated_at", TIME),
+    },
+)
+
+
 @strawberry.type(description="An organization: a tenant, whose data no other organization can see.")
 class Organization(Node):
     name: str
@@ -54,14 +66,7 @@ class Organization(Node):
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Organization:
-        return cls(
-            pk=row["id"],
-            id=node_id("Organization", row["id"]),
-            name=row["name"],
-            slug=row["slug"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-        )
+        return cls(**ORGANIZATION.values(row))
 
     @strawberry.field(description="Members with their roles, oldest first.")
     async def members(

@@ -15,7 +15,8 @@ from api.errors import BadUserInput
 from api.ids import decode_id
 from api.loaders import load_connection, load_one
 from api.pagination import Connection, page_request
-from api.types.node import Direction, Node, ProjectStatus, TaskStatus, node_id
+from api.registry import ENUM, TIME, Column, ObjectSpec, Present, Ref
+from api.types.node import Direction, Node, ProjectStatus, TaskStatus
 from api.types.users import User, load_user
 from db.queries import tasks
 from db.sql import Order
@@ -75,6 +76,30 @@ class TaskStatusCount:
     count: int
 
 
+STATUS_COUNT = ObjectSpec(
+    "TaskStatusCount",
+    {"status": Column("status", ENUM, enum=TaskStatus), "count": Column("total")},
+    node=False,
+)
+
+PROJECT = ObjectSpec(
+    "Project",
+    {
+        "name": Column("name"),
+        "description": Column("description"),
+        "status": Column("status", ENUM, enum=ProjectStatus),
+        "createdAt": Column("created_at", TIME),
+        "updatedAt": Column("updated_at", TIME),
+        "archivedAt": Column("archived_at", TIME),
+        "archived": Present("archived_at"),
+        "createdBy": Ref("User", "users", "created_by", attr="created_by_id"),
+        "organization": Ref(
+            "Organization", "organizations", "organization_id", attr="organization_id"
+        ),
+    },
+)
+
+
 @strawberry.type(description="A project of an organization: a tree of tasks.")
 class Project(Node):
     name: str
@@ -83,27 +108,13 @@ class Project(Node):
     created_at: datetime
     updated_at: datetime
     archived_at: datetime | None
+    archived: bool
     organization_id: strawberry.Private[UUID]
     created_by_id: strawberry.Private[UUID | None]
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Project:
-        return cls(
-            pk=row["id"],
-            id=node_id("Project", row["id"]),
-            name=row["name"],
-            description=row["description"],
-            status=ProjectStatus(row["status"]),
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            archived_at=row["archived_at"],
-            organization_id=row["organization_id"],
-            created_by_id=row["created_by"],
-        )
-
-    @strawberry.field
-    def archived(self) -> bool:
-        return self.archived_at is not None
+        return cls(**PROJECT.values(row))
 
     @strawberry.field
     async def created_by(self, info: Info) -> User | None:

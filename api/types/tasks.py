@@ -12,15 +12,35 @@ import strawberry
 from api.context import Info
 from api.loaders import load_connection, load_one
 from api.pagination import Connection, page_request
+from api.registry import ENUM, TIME, Column, ObjectSpec, Ref
 from api.types.audit import AuditEntry
 from api.types.comments import Comment
-from api.types.node import Direction, Node, TaskStatus, node_id
+from api.types.node import Direction, Node, TaskStatus
 from api.types.projects import TaskOrderField, task_order
 from api.types.users import User, load_user
 from db.queries import audit, comments, tasks
 
 if TYPE_CHECKING:
     from api.types.projects import Project
+
+
+TASK = ObjectSpec(
+    "Task",
+    {
+        "title": Column("title"),
+        "description": Column("description"),
+        "status": Column("status", ENUM, enum=TaskStatus),
+        "priority": Column("priority"),
+        "dueDate": Column("due_date", TIME),
+        "completedAt": Column("completed_at", TIME),
+        "createdAt": Column("created_at", TIME),
+        "updatedAt": Column("updated_at", TIME),
+        "project": Ref("Project", "projects", "project_id", attr="project_id"),
+        "parent": Ref("Task", "tasks", "parent_task_id", attr="parent_id"),
+        "assignee": Ref("User", "users", "assignee_id", attr="assignee_id"),
+        "createdBy": Ref("User", "users", "created_by", attr="created_by_id"),
+    },
+)
 
 
 @strawberry.type(description="A task. Tasks form a tree within their project (no cycles).")
@@ -40,22 +60,7 @@ class Task(Node):
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Task:
-        return cls(
-            pk=row["id"],
-            id=node_id("Task", row["id"]),
-            title=row["title"],
-            description=row["description"],
-            status=TaskStatus(row["status"]),
-            priority=row["priority"],
-            due_date=row["due_date"],
-            completed_at=row["completed_at"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            project_id=row["project_id"],
-            parent_id=row["parent_task_id"],
-            assignee_id=row["assignee_id"],
-            created_by_id=row["created_by"],
-        )
+        return cls(**TASK.values(row))
 
     @strawberry.field
     async def project(

@@ -12,7 +12,8 @@ import strawberry
 from api.context import Info
 from api.loaders import load_connection, load_one
 from api.pagination import Connection, page_request
-from api.types.node import Node, Role, node_id
+from api.registry import ENUM, TIME, Column, ObjectSpec, Ref
+from api.types.node import Node, Role
 from db.queries.organizations import MEMBERSHIPS
 from db.sql import Order
 
@@ -21,6 +22,15 @@ if TYPE_CHECKING:
     from api.types.organizations import Organization
 
 OLDEST_FIRST = Order("t.created_at", "timestamptz")
+
+USER = ObjectSpec(
+    "User",
+    {
+        "email": Column("email"),
+        "displayName": Column("display_name"),
+        "createdAt": Column("created_at", TIME),
+    },
+)
 
 
 @strawberry.type(
@@ -33,17 +43,25 @@ class User(Node):
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> User:
-        return cls(
-            pk=row["id"],
-            id=node_id("User", row["id"]),
-            email=row["email"],
-            display_name=row["display_name"],
-            created_at=row["created_at"],
-        )
+        return cls(**USER.values(row))
 
 
 async def load_user(info: Info, user_id: UUID | None) -> User | None:
     return await load_one(info.context.loaders.user, user_id, User.from_row)
+
+
+MEMBER = ObjectSpec(
+    "Member",
+    {
+        "role": Column("role", ENUM, enum=Role),
+        "createdAt": Column("created_at", TIME),
+        "user": Ref("User", "users", "user_id", attr="user_id"),
+        "invitedBy": Ref("User", "users", "invited_by", attr="invited_by_id"),
+        "organization": Ref(
+            "Organization", "organizations", "organization_id", attr="organization_id"
+        ),
+    },
+)
 
 
 @strawberry.type(description="A user's membership of an organization, with their role.")
@@ -56,15 +74,7 @@ class Member(Node):
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Member:
-        return cls(
-            pk=row["id"],
-            id=node_id("Member", row["id"]),
-            role=Role(row["role"]),
-            created_at=row["created_at"],
-            user_id=row["user_id"],
-            organization_id=row["organization_id"],
-            invited_by_id=row["invited_by"],
-        )
+        return cls(**MEMBER.values(row))
 
     @strawberry.field
     async def user(self, info: Info) -> User | None:

@@ -12,16 +12,6 @@ BY_ENTITY = Source(table="audit_entries", parent_column="entity_id")
 BY_ORGANIZATION = Source(table="audit_entries", parent_column="organization_id")
 NEWEST_FIRST = Order("t.created_at", "timestamptz", descending=True)
 
-#: Audited tables, as the API names them.
-ENTITY_TYPES = {
-    "ORGANIZATION": "organizations",
-    "MEMBER": "organization_members",
-    "INVITATION": "organization_invitations",
-    "PROJECT": "projects",
-    "TASK": "tasks",
-    "COMMENT": "task_comments",
-}
-
 
 @dataclass(frozen=True)
 class EntityTypeFilter:

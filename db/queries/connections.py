@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -96,8 +95,3 @@ async def count_by_parent(
         GROUP BY t.{source.parent_column}
     """
     return {row["parent"]: row["total"] for row in await executor.fetch(sql, *params.values)}
-
-
-def cursor_of(row: asyncpg.Record) -> tuple[Any, Any]:
-    """The (key, id) a row's cursor encodes."""
-    return row["_key"], row["id"]

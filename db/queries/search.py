@@ -11,8 +11,6 @@ import asyncpg
 
 from db.executor import Executor
 
-KINDS = ("project", "task")
-
 
 async def search(
     executor: Executor,

@@ -30,8 +30,6 @@ ORDERS = {
     "DUE_DATE": Order("coalesce(t.due_date, 'infinity'::timestamptz)", "timestamptz"),
 }
 
-STATUSES = ("todo", "in_progress", "blocked", "done", "cancelled")
-
 
 @dataclass(frozen=True)
 class TaskFilter:

@@ -11,11 +11,10 @@ from uuid import UUID
 from api.ids import to_global_id
 from db import tables
 from db.queries import users
+from db.tenancy import ROLES as ROLES
 from db.tenancy import TenantContext, request_transaction
 from db.uuid7 import uuid7
 from tests.seed import create_user
-
-ROLES = ("owner", "admin", "member", "viewer")
 
 
 @dataclass

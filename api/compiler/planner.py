@@ -1,0 +1,238 @@
+"""The compiler: plans (parsed, validated, checked documents) and statements, both cached."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from typing import Any
+from uuid import UUID
+
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLObjectType,
+    GraphQLSchema,
+    InlineFragmentNode,
+    OperationType,
+    SelectionSetNode,
+    get_named_type,
+    parse,
+    specified_rules,
+    validate,
+)
+from graphql.execution.values import get_variable_values
+from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
+
+from api import cost, inputs
+from api.auth import ROLE_RANK
+from api.compiler.arguments import ARGUMENTS, DIRECTIVES
+from api.compiler.fields import (
+    CONNECTION_FIELDS,
+    CONNECTIONS,
+    EDGE_FIELDS,
+    FIELDS,
+    MAX_KEYS,
+    PAGE_INFO_FIELDS,
+    UNION_MEMBERS,
+    VIEWER_ONLY,
+    applies,
+)
+from api.compiler.plans import (
+    Plan,
+    Statement,
+    Unsupported,
+    literal,
+)
+from api.compiler.render import Render
+from api.errors import ApiError
+from api.settings import Settings
+
+
+class Compiler:
+    """Plans (cached per document and operation name) and statements for compiled queries."""
+
+    def __init__(self, schema: GraphQLSchema, settings: Settings, cache_size: int = 1000) -> None:
+        self.schema = schema
+        self.settings = settings
+        self.rules = (
+            *specified_rules,
+            *QueryDepthLimiter(max_depth=settings.taskql_max_depth).validation_rules,
+            *MaxAliasesLimiter(max_alias_count=settings.taskql_max_aliases).validation_rules,
+        )
+        self.cache_size = cache_size
+        #: Documents planned (parsed, validated, checked) so far: cache misses.
+        self.plans_made = 0
+        self._plans: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
+        self._statements: OrderedDict[tuple[str, str | None, str, bool], Statement | None] = (
+            OrderedDict()
+        )
+
+    def plan(self, query: str, operation_name: str | None) -> Plan | None:
+        """The plan for a query, or None when the resolvers must answer it."""
+        key = (query, operation_name)
+        if key in self._plans:
+            self._plans.move_to_end(key)
+            return self._plans[key]
+        plan = self._plan(query, operation_name)
+        self._plans[key] = plan
+        if len(self._plans) > self.cache_size:
+            self._plans.popitem(last=False)
+        return plan
+
+    def _plan(self, query: str, operation_name: str | None) -> Plan | None:
+        self.plans_made += 1
+        try:
+            document = parse(query, max_tokens=self.settings.taskql_max_tokens)
+        except GraphQLError:
+            return None
+        try:
+            # The document's bounds before validation walks it (the resolvers report them).
+            operation = cost.check_document(document, operation_name, self.settings)
+        except GraphQLError:
+            return None
+        if operation.operation is not OperationType.QUERY or operation.directives:
+            return None
+        if validate(self.schema, document, self.rules):
+            return None
+        fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        if not self._supported("Query", operation.selection_set, fragments, set()):
+            return None
+        roots = {
+            s.name.value for s in operation.selection_set.selections if isinstance(s, FieldNode)
+        }
+        needs_tenant = not roots <= VIEWER_ONLY or any(
+            not isinstance(s, FieldNode) for s in operation.selection_set.selections
+        )
+        return Plan(document, operation, fragments, needs_tenant)
+
+    def _supported(
+        self,
+        type_name: str,
+        selection_set: SelectionSetNode,
+        fragments: dict[str, FragmentDefinitionNode],
+        seen: set[str],
+    ) -> bool:
+        """Every field that may be selected (whatever the variables) is one we render."""
+        if type_name in UNION_MEMBERS:
+            return all(
+                self._supported(member, selection_set, fragments, seen)
+                for member in UNION_MEMBERS[type_name]
+            )
+        for selection in selection_set.selections:
+            if any(d.name.value not in DIRECTIVES for d in selection.directives or ()):
+                return False
+            if isinstance(selection, FieldNode):
+                name = selection.name.value
+                if name == "__typename":
+                    continue
+                known = self._known(type_name, name)
+                if not known:
+                    return False
+                given = {argument.name.value for argument in selection.arguments or ()}
+                if not given <= ARGUMENTS.get((type_name, name), frozenset()):
+                    return False
+                if selection.selection_set is not None:
+                    child = get_named_type(self._field_type(type_name, name))
+                    if not self._supported(child.name, selection.selection_set, fragments, seen):
+                        return False
+            elif isinstance(selection, InlineFragmentNode):
+                if applies(selection.type_condition, type_name) and not self._supported(
+                    type_name, selection.selection_set, fragments, seen
+                ):
+                    return False
+            elif isinstance(selection, FragmentSpreadNode):
+                fragment = fragments[selection.name.value]
+                if selection.name.value in seen:
+                    continue
+                if applies(fragment.type_condition, type_name) and not self._supported(
+                    type_name, fragment.selection_set, fragments, seen | {selection.name.value}
+                ):
+                    return False
+        return True
+
+    def _known(self, type_name: str, name: str) -> bool:
+        if type_name in CONNECTIONS:
+            allowed = EDGE_FIELDS if type_name.endswith("Edge") else CONNECTION_FIELDS
+            return name in allowed
+        if type_name == "PageInfo":
+            return name in PAGE_INFO_FIELDS
+        return name in FIELDS.get(type_name, {})
+
+    def _field_type(self, type_name: str, name: str) -> Any:
+        found = self.schema.get_type(type_name)
+        assert isinstance(found, GraphQLObjectType)
+        return found.fields[name].type
+
+    def prepare(
+        self,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, Any],
+        tenant_id: UUID | None,
+        viewer_id: UUID,
+        role: str | None = None,
+    ) -> tuple[str, list[Any]] | None:
+        """The statement (SQL and parameters) answering this request, or None when the
+        resolvers must answer it: not compilable, or an error to report (bad ids, bad page
+        sizes, variables that do not match, over the node limit, no tenant, a role below
+        what a field needs). ``role``: the caller's role in the tenant."""
+        try:
+            key = (query, operation_name, json.dumps(variables, sort_keys=True), tenant_id is None)
+        except (TypeError, ValueError):
+            return None
+        if key in self._statements:
+            self._statements.move_to_end(key)
+            statement = self._statements[key]
+        else:
+            plan = self.plan(query, operation_name)
+            statement = None
+            if plan is not None:
+                try:
+                    statement = self.statement(plan, variables, tenant_id is not None)
+                except (Unsupported, ApiError):
+                    statement = None
+            self._statements[key] = statement
+            if len(self._statements) > self.cache_size:
+                self._statements.popitem(last=False)
+        if statement is None or statement.cost > self.settings.taskql_max_nodes:
+            return None
+        if statement.role is not None and (
+            role is None or ROLE_RANK[role] < ROLE_RANK[statement.role]
+        ):
+            return None
+        return statement.sql, statement.bind(tenant_id, viewer_id, role)
+
+    def statement(self, plan: Plan, raw_variables: dict[str, Any], has_tenant: bool) -> Statement:
+        """Render ``plan`` with these variables. Raises Unsupported (or an ApiError) whenever
+        the resolvers must answer instead."""
+        if plan.needs_tenant and not has_tenant:
+            raise Unsupported("no tenant")
+        inputs.check_variables(raw_variables)  # an ApiError: the resolvers report it
+        coerced = get_variable_values(
+            self.schema, plan.operation.variable_definitions or (), raw_variables
+        )
+        if isinstance(coerced, list):
+            raise Unsupported("variables do not match their definitions")
+        variables = coerced.coerced
+        # The limits first: nothing is rendered for an operation over one.
+        try:
+            node_count = cost.check_operation(
+                self.schema, plan.document, plan.operation, coerced, self.settings
+            )
+        except (cost.CostError, ApiError):
+            raise Unsupported("over a limit or a bad value: the resolvers report it") from None
+        render = Render(self.schema, plan, variables, has_tenant)
+        fields = render.collect_sets("Query", [plan.operation.selection_set])
+        if not fields or len(fields) > MAX_KEYS:
+            raise Unsupported("empty or too wide")
+        parts = []
+        for key, nodes in fields.items():
+            name = nodes[0].name.value
+            value = "'Query'" if name == "__typename" else FIELDS["Query"][name](render, "", nodes)
+            parts.append(f"{literal(key)}, {value}")
+        sql = f"SELECT json_build_object({', '.join(parts)})::text"
+        return Statement(sql, tuple(render.params.values), node_count, render.role)

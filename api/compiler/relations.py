@@ -1,0 +1,251 @@
+"""Relations, connections and root fields: sub-selects of related rows, keyset pages, the
+task tree, status counts, search and the audit log."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from graphql import (
+    FieldNode,
+)
+
+from api.compiler.arguments import (
+    handled,
+    member,
+    page_of,
+    task_filter,
+    task_order_of,
+)
+from api.compiler.plans import (
+    Field,
+    Unsupported,
+)
+from api.ids import decode_id, from_global_id
+from api.pagination import MAX_PAGE, decode_cursor
+from api.types.audit import AuditEntityType
+from api.types.node import Direction, ProjectStatus, TaskStatus
+from api.types.organizations import PROJECT_ORDERS, ProjectOrderField
+from api.types.users import OLDEST_FIRST
+from db.queries import audit, comments, organizations, projects, tasks
+from db.queries.connections import Filter, Source, no_filter
+from db.sql import Order, Page
+
+if TYPE_CHECKING:
+    from api.compiler.render import Render
+
+
+# --- relations and connections ----------------------------------------------------------
+
+
+def children(
+    r: Render,
+    nodes: list[FieldNode],
+    node_type: str,
+    source: Source,
+    parent: str,
+    page: Page,
+    where: Filter = no_filter,
+    tenant_scoped: bool = True,
+) -> str:
+    """A parent's page of a connection from ``source`` (the Source the resolvers' loaders
+    page, ``db/queries/connections.py``): its rows whose parent column is ``parent``,
+    in the tenant unless ``tenant_scoped`` is False (the viewer's own memberships)."""
+    conditions = [f"t.organization_id = {r.tenant}"] if tenant_scoped else []
+    conditions.append(f"t.{source.parent_column} = {parent}")
+    return r.connection(nodes, node_type, source.table, conditions, page, where)
+
+
+def project_tasks(r: Render, a: str, nodes: list[FieldNode]) -> str:
+    args = r.args("Project", nodes[0])
+    page = page_of(task_order_of(args), args)
+    where = task_filter(args.get("filter")).to_db()
+    return children(r, nodes, "Task", tasks.PROJECT_TASKS, f"{a}.id", page, where)
+
+
+def subtasks(r: Render, a: str, nodes: list[FieldNode]) -> str:
+    args = r.args("Task", nodes[0])
+    page = page_of(task_order_of(args), args)
+    return children(r, nodes, "Task", tasks.SUBTASKS, f"{a}.id", page)
+
+
+def task_comments(r: Render, a: str, nodes: list[FieldNode]) -> str:
+    args = r.args("Task", nodes[0])
+    page = page_of(comments.OLDEST_FIRST, args)
+    return children(r, nodes, "Comment", comments.TASK_COMMENTS, f"{a}.id", page, comments.live)
+
+
+def task_history(r: Render, a: str, nodes: list[FieldNode]) -> str:
+    args = r.args("Task", nodes[0])
+    page = page_of(audit.NEWEST_FIRST, args)
+    where = audit.EntityTypeFilter("tasks")
+    return children(r, nodes, "AuditEntry", audit.BY_ENTITY, f"{a}.id", page, where)
+
+
+def members(r: Render, a: str, nodes: list[FieldNode]) -> str:
+    args = r.args("Organization", nodes[0])
+    page = page_of(OLDEST_FIRST, args)
+    return children(r, nodes, "Member", organizations.MEMBERS, f"{a}.id", page)
+
+
+def projects_of(r: Render, a: str, nodes: list[FieldNode]) -> str:
+    args = r.args("Organization", nodes[0])
+    base = PROJECT_ORDERS[
+        member(ProjectOrderField, args.get("orderBy"), ProjectOrderField.CREATED_AT)
+    ]
+    descending = member(Direction, args.get("direction"), Direction.DESC) is Direction.DESC
+    order = Order(base.key, base.type, descending=descending)
+    page = page_of(order, args)
+    given = handled("ProjectFilter", args.get("filter") or {})
+    statuses = given.get("status")
+    where = projects.ProjectFilter(
+        statuses=tuple(member(ProjectStatus, s, None).value for s in statuses)
+        if statuses is not None
+        else None,
+        include_archived=bool(given.get("includeArchived", False)),
+        search=given.get("search") or None,
+    )
+    return children(r, nodes, "Project", projects.PROJECTS, f"{a}.id", page, where)
+
+
+def memberships(r: Render, a: str, nodes: list[FieldNode]) -> str:
+    args = r.args("Viewer", nodes[0])
+    page = page_of(OLDEST_FIRST, args)
+    # The viewer's own memberships span tenants (no tenant condition), as in the resolver.
+    return children(
+        r, nodes, "Member", organizations.MEMBERSHIPS, r.viewer, page, tenant_scoped=False
+    )
+
+
+def ancestors(r: Render, a: str, nodes: list[FieldNode]) -> str:
+    r.require_tenant()
+    b = r.alias()
+    return (
+        f"(SELECT coalesce(json_agg({r.object('Task', b, nodes)} ORDER BY up.depth), '[]') "
+        f"FROM (WITH RECURSIVE up (id, depth) AS ("
+        f"SELECT {a}.parent_task_id, 1 WHERE {a}.parent_task_id IS NOT NULL "
+        f"UNION ALL SELECT t.parent_task_id, up.depth + 1 FROM up "
+        f"JOIN tasks AS t ON t.organization_id = {r.tenant} AND t.id = up.id "
+        f"WHERE t.parent_task_id IS NOT NULL) SELECT id, depth FROM up) AS up "
+        f"JOIN tasks AS {b} ON {b}.organization_id = {r.tenant} AND {b}.id = up.id)"
+    )
+
+
+_STATUS_ARRAY = "ARRAY[" + ", ".join(f"'{s.value}'" for s in TaskStatus) + "]"
+
+
+def status_counts(r: Render, a: str, nodes: list[FieldNode]) -> str:
+    r.require_tenant()
+    s = r.alias()
+    return (
+        f"(SELECT json_agg({r.object('TaskStatusCount', s, nodes)} ORDER BY {s}.ord) "
+        f"FROM (SELECT u.status, u.ord, coalesce(n.total, 0) AS total "
+        f"FROM unnest({_STATUS_ARRAY}::text[]) WITH ORDINALITY AS u (status, ord) "
+        f"LEFT JOIN (SELECT t.status, count(*) AS total FROM tasks AS t "
+        f"WHERE t.organization_id = {r.tenant} AND t.project_id = {a}.id GROUP BY t.status) AS n "
+        f"ON n.status = u.status) AS {s})"
+    )
+
+
+# --- root fields ------------------------------------------------------------------------
+
+
+def viewer(r: Render, a: str, nodes: list[FieldNode]) -> str:
+    return r.object("Viewer", "", nodes)
+
+
+def viewer_user(r: Render, a: str, nodes: list[FieldNode]) -> str:
+    b = r.alias()
+    return f"(SELECT {r.object('User', b, nodes)} FROM users AS {b} WHERE {b}.id = {r.viewer})"
+
+
+def by_id(type_name: str, table: str) -> Field:
+    def render(r: Render, a: str, nodes: list[FieldNode]) -> str:
+        r.require_tenant()
+        raw = decode_id(r.args("Query", nodes[0])["id"], type_name)
+        b = r.alias()
+        return (
+            f"(SELECT {r.object(type_name, b, nodes)} FROM {table} AS {b} "
+            f"WHERE {b}.organization_id = {r.tenant} AND {b}.id = {r.params(raw, '::uuid')})"
+        )
+
+    return render
+
+
+def organization(r: Render, a: str, nodes: list[FieldNode]) -> str:
+    args = r.args("Query", nodes[0])
+    b = r.alias()
+    if args.get("id") is not None:
+        condition = f"{b}.id = {r.params(decode_id(args['id'], 'Organization'), '::uuid')}"
+    elif args.get("slug") is not None:
+        condition = f"{b}.slug = {r.params(str(args['slug']).lower(), '::text')}"
+    else:
+        r.require_tenant()
+        condition = f"{b}.id = {r.tenant}"
+    return (
+        f"(SELECT {r.object('Organization', b, nodes)} FROM organizations AS {b} WHERE {condition})"
+    )
+
+
+#: search_hits() rows, best first (the cursor's key is the rank as text).
+SEARCH_ORDER = Order("t.rank", "real", descending=True)
+
+
+def search(r: Render, a: str, nodes: list[FieldNode]) -> str:
+    """Query.search: the hits of ``search_hits()`` (which takes the tenant from the
+    transaction, as for the resolver), those whose node is visible, paged like the resolver's
+    connection; totalCount from ``search_count()``."""
+    r.require_tenant()
+    args = r.args("Query", nodes[0])
+    first = args.get("first", 20)
+    text = str(args["text"]).strip()
+    if not 1 <= first <= MAX_PAGE or not 1 <= len(text) <= 200:
+        raise Unsupported("the resolver reports the bad argument")
+    cursor = decode_cursor(args["after"], "real") if args.get("after") else None
+    after_rank = float(cursor[0]) if cursor is not None else None
+    p = r.params
+    words = p(text, "::text")
+    hits = (
+        f"(SELECT h.kind, h.id, h.rank FROM search_hits({words}, {p(first + 1, '::integer')}, "
+        f"{p(after_rank, '::real')}, {p(cursor[1] if cursor else None, '::uuid')}) AS h)"
+    )
+    visible = (
+        f"((t.kind = 'task' AND EXISTS (SELECT FROM tasks AS v "
+        f"WHERE v.organization_id = {r.tenant} AND v.id = t.id)) "
+        f"OR (t.kind = 'project' AND EXISTS (SELECT FROM projects AS v "
+        f"WHERE v.organization_id = {r.tenant} AND v.id = t.id)))"
+    )
+    return r.connection(
+        nodes,
+        "SearchHit",
+        hits,
+        [visible],
+        Page(first, SEARCH_ORDER, cursor),
+        count=f"search_count({words})",
+    )
+
+
+def search_node(r: Render, a: str, nodes: list[FieldNode]) -> str:
+    """SearchHit.node: the Task or Project the hit names (the union's members)."""
+    task, project = r.alias(), r.alias()
+    return (
+        f"(CASE {a}.kind WHEN 'task' THEN (SELECT {r.object('Task', task, nodes)} "
+        f"FROM tasks AS {task} WHERE {task}.organization_id = {r.tenant} AND {task}.id = {a}.id) "
+        f"WHEN 'project' THEN (SELECT {r.object('Project', project, nodes)} "
+        f"FROM projects AS {project} "
+        f"WHERE {project}.organization_id = {r.tenant} AND {project}.id = {a}.id) END)"
+    )
+
+
+def audit_log(r: Render, a: str, nodes: list[FieldNode]) -> str:
+    """Query.auditLog: the tenant's audit entries (or one entity's), newest first, for
+    admins and owners, as the resolver (``api/queries.py``) pages and filters them."""
+    r.require_role("admin")
+    args = r.args("Query", nodes[0])
+    page = page_of(audit.NEWEST_FIRST, {"first": args.get("first"), "after": args.get("after")})
+    entity_type = member(AuditEntityType, args.get("entityType"), None)
+    where = audit.EntityTypeFilter(entity_type.value if entity_type is not None else None)
+    conditions = [f"t.organization_id = {r.tenant}"]
+    if args.get("entityId") is not None:
+        _, raw = from_global_id(args["entityId"])
+        conditions.append(f"t.entity_id = {r.params(raw, '::uuid')}")
+    return r.connection(nodes, "AuditEntry", audit.BY_ORGANIZATION.table, conditions, page, where)
