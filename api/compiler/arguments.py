@@ -18,6 +18,7 @@ ARGUMENTS: dict[tuple[str, str], frozenset[str]] = {
     ("Query", "organization"): frozenset({"id", "slug"}),
     ("Query", "project"): frozenset({"id"}),
     ("Query", "task"): frozenset({"id"}),
+    ("Query", "node"): frozenset({"id"}),
     ("Query", "search"): frozenset({"text", "first", "after"}),
     ("Query", "auditLog"): frozenset({"entityType", "entityId", "first", "after"}),
     ("Viewer", "memberships"): RELAY_ARGUMENTS,

@@ -12,8 +12,10 @@ from api.compiler.relations import (
     ancestors,
     audit_log,
     by_id,
+    comment_history,
     members,
     memberships,
+    node,
     organization,
     project_tasks,
     projects_of,
@@ -30,14 +32,24 @@ from api.compiler.scalars import entity_id, fields_of, float_of, global_id
 from api.types.audit import (
     AUDIT_ENTRY,
 )
-from api.types.comments import COMMENT
+from api.types.comments import COMMENT, COMMENT_VERSION
 from api.types.organizations import ORGANIZATION
 from api.types.projects import PROJECT, STATUS_COUNT
 from api.types.tasks import TASK
 from api.types.users import MEMBER, USER
 
 #: The registry's declarations (scalars and references), by type.
-SPECS = (USER, ORGANIZATION, MEMBER, PROJECT, STATUS_COUNT, TASK, COMMENT, AUDIT_ENTRY)
+SPECS = (
+    USER,
+    ORGANIZATION,
+    MEMBER,
+    PROJECT,
+    STATUS_COUNT,
+    TASK,
+    COMMENT,
+    COMMENT_VERSION,
+    AUDIT_ENTRY,
+)
 
 #: What the compiler renders beyond the registry's scalars: relations, connections, root
 #: fields and the few fields computed from more than one column.
@@ -49,6 +61,7 @@ RELATIONS: dict[str, dict[str, Field]] = {
         "task": by_id("Task", "tasks"),
         "search": search,
         "auditLog": audit_log,
+        "node": node,
     },
     "SearchHit": {"rank": float_of("rank"), "node": search_node},
     "Viewer": {"user": viewer_user, "memberships": memberships},
@@ -60,6 +73,7 @@ RELATIONS: dict[str, dict[str, Field]] = {
         "comments": task_comments,
         "history": task_history,
     },
+    "Comment": {"history": comment_history},
     "AuditEntry": {"id": global_id("AuditEntry"), "entityId": entity_id},
 }
 
@@ -79,7 +93,11 @@ CONNECTION_FIELDS = {"edges", "nodes", "pageInfo", "totalCount"}
 EDGE_FIELDS = {"cursor", "node"}
 PAGE_INFO_FIELDS = {"hasNextPage", "hasPreviousPage", "startCursor", "endCursor"}
 #: Union types and their members (a fragment on the union applies to each member).
-UNION_MEMBERS = {"SearchResult": ("Project", "Task")}
+UNION_MEMBERS = {
+    "SearchResult": ("Project", "Task"),
+    # The Node interface, as far as the compiler renders it (node(id:) and its fragments).
+    "Node": ("User", "Organization", "Member", "Project", "Task", "Comment"),
+}
 #: Root fields that read only the viewer's own rows.
 VIEWER_ONLY = {"viewer"}
 #: json_build_object takes at most 100 arguments.
@@ -90,11 +108,4 @@ def applies(condition: NamedTypeNode | None, type_name: str) -> bool:
     if condition is None:
         return True
     name = condition.name.value
-    return (
-        name == type_name
-        or (name == "Node" and type_name in NODE_TYPES)
-        or type_name in UNION_MEMBERS.get(name, ())
-    )
-
-
-NODE_TYPES = {"User", "Organization", "Member", "Project", "Task", "Comment"}
+    return name == type_name or type_name in UNION_MEMBERS.get(name, ())

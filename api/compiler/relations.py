@@ -23,6 +23,7 @@ from api.compiler.plans import (
 from api.ids import decode_id, from_global_id
 from api.pagination import MAX_PAGE, decode_cursor
 from api.types.audit import AuditEntityType
+from api.types.comments import COMMENT
 from api.types.node import Direction, ProjectStatus, TaskStatus
 from api.types.organizations import PROJECT_ORDERS, ProjectOrderField
 from api.types.users import OLDEST_FIRST
@@ -249,3 +250,48 @@ def audit_log(r: Render, a: str, nodes: list[FieldNode]) -> str:
         _, raw = from_global_id(args["entityId"])
         conditions.append(f"t.entity_id = {r.params(raw, '::uuid')}")
     return r.connection(nodes, "AuditEntry", audit.BY_ORGANIZATION.table, conditions, page, where)
+
+
+def comment_history(r: Render, a: str, nodes: list[FieldNode]) -> str:
+    """Comment.history: the elements of ``content_history`` as rows of COMMENT_VERSION's
+    columns, oldest first; empty for a deleted comment (a tombstone), as in the resolver."""
+    b = r.alias()
+    versions = (
+        f"SELECT h.v->>'content' AS content, (h.v->>'replaced_at')::timestamptz AS replaced_at, "
+        f"(h.v->>'replaced_by')::uuid AS replaced_by, h.ord "
+        f"FROM jsonb_array_elements({a}.content_history) WITH ORDINALITY AS h (v, ord)"
+    )
+    listed = (
+        f"(SELECT coalesce(json_agg({r.object('CommentVersion', b, nodes)} ORDER BY {b}.ord), "
+        f"'[]') FROM ({versions}) AS {b})"
+    )
+    return f"(CASE WHEN {a}.{COMMENT.deleted} IS NULL THEN {listed} ELSE '[]' END)"
+
+
+#: The types ``node(id:)`` fetches and their tables (by their registry's type name), and
+#: whether they belong to a tenant (the resolver asks for X-Organization then).
+NODE_TABLES = {
+    "User": ("users", False),
+    "Organization": ("organizations", False),
+    "Member": ("organization_members", True),
+    "Project": ("projects", True),
+    "Task": ("tasks", True),
+    "Comment": ("task_comments", True),
+}
+
+
+def node(r: Render, a: str, nodes: list[FieldNode]) -> str:
+    """Query.node: the object the global id names, of its type (fragments on other types
+    do not apply); a malformed id, or a type node(id:) does not fetch, goes to the
+    resolvers, which report it."""
+    kind, raw = from_global_id(r.args("Query", nodes[0])["id"])
+    if kind not in NODE_TABLES:
+        raise Unsupported(f"node(id:) of a {kind}")
+    table, tenant_scoped = NODE_TABLES[kind]
+    b = r.alias()
+    conditions = [f"{b}.id = {r.params(raw, '::uuid')}"]
+    if tenant_scoped:
+        conditions.insert(0, f"{b}.organization_id = {r.tenant}")
+    return (
+        f"(SELECT {r.object(kind, b, nodes)} FROM {table} AS {b} WHERE {' AND '.join(conditions)})"
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
@@ -36,6 +36,32 @@ COMMENT = ObjectSpec(
     },
     deleted="deleted_at",
 )
+
+
+#: An element of a comment's ``content_history`` (written by the database's trigger
+#: ``task_comments_keep_history``), read as a row of these columns.
+COMMENT_VERSION = ObjectSpec(
+    "CommentVersion",
+    {
+        "content": Column("content"),
+        "replacedAt": Column("replaced_at", TIME),
+        "replacedBy": Ref("User", "users", "replaced_by", attr="replaced_by_id"),
+    },
+    node=False,
+)
+
+
+def history_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``content_history`` as rows of COMMENT_VERSION's columns, oldest first (times in
+    UTC, as every time the API renders)."""
+    return [
+        {
+            "content": v["content"],
+            "replaced_at": datetime.fromisoformat(v["replaced_at"]).astimezone(UTC),
+            "replaced_by": UUID(v["replaced_by"]) if v.get("replaced_by") else None,
+        }
+        for v in history
+    ]
 
 
 @strawberry.type(description="An earlier version of a comment's text.")
@@ -83,11 +109,4 @@ class Comment(Node):
 
     @strawberry.field(description="Earlier versions, oldest first; empty once deleted.")
     def history(self) -> list[CommentVersion]:
-        return [
-            CommentVersion(
-                content=v["content"],
-                replaced_at=datetime.fromisoformat(v["replaced_at"]),
-                replaced_by_id=UUID(v["replaced_by"]) if v.get("replaced_by") else None,
-            )
-            for v in self.raw_history
-        ]
+        return [CommentVersion(**COMMENT_VERSION.values(r)) for r in history_rows(self.raw_history)]

@@ -29,7 +29,6 @@ SCHEMA = build_schema(Settings())._schema
 #: Fields of registered types that only the resolvers answer, and why.
 RESOLVER_ONLY = {
     ("Organization", "invitations"): "admin-only invitations are not compiled",
-    ("Comment", "history"): "the JSON history of edits is expanded in Python",
 }
 
 
