@@ -22,7 +22,7 @@ from graphql import (
     specified_rules,
     validate,
 )
-from graphql.execution.values import get_variable_values
+from graphql.execution.values import VariableValues, get_variable_values
 from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter
 
 from api import cost, inputs
@@ -65,7 +65,11 @@ class Compiler:
         #: Documents planned (parsed, validated, checked) so far: cache misses.
         self.plans_made = 0
         self._plans: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
+        #: By the variables as sent (the hot path: no coercion), and by their coerced values.
         self._statements: OrderedDict[tuple[str, str | None, str, bool], Statement | None] = (
+            OrderedDict()
+        )
+        self._by_coerced: OrderedDict[tuple[str, str | None, str, bool], Statement | None] = (
             OrderedDict()
         )
 
@@ -188,16 +192,8 @@ class Compiler:
             self._statements.move_to_end(key)
             statement = self._statements[key]
         else:
-            plan = self.plan(query, operation_name)
-            statement = None
-            if plan is not None:
-                try:
-                    statement = self.statement(plan, variables, tenant_id is not None)
-                except (Unsupported, ApiError):
-                    statement = None
-            self._statements[key] = statement
-            if len(self._statements) > self.cache_size:
-                self._statements.popitem(last=False)
+            statement = self._coerced_statement(query, operation_name, variables, tenant_id)
+            _remember(self._statements, key, statement, self.cache_size)
         if statement is None or statement.cost > self.settings.taskql_max_nodes:
             return None
         if statement.role is not None and (
@@ -206,17 +202,49 @@ class Compiler:
             return None
         return statement.sql, statement.bind(tenant_id, viewer_id, role)
 
-    def statement(self, plan: Plan, raw_variables: dict[str, Any], has_tenant: bool) -> Statement:
-        """Render ``plan`` with these variables. Raises Unsupported (or an ApiError) whenever
-        the resolvers must answer instead."""
-        if plan.needs_tenant and not has_tenant:
-            raise Unsupported("no tenant")
-        inputs.check_variables(raw_variables)  # an ApiError: the resolvers report it
+    def _coerced_statement(
+        self,
+        query: str,
+        operation_name: str | None,
+        raw_variables: dict[str, Any],
+        tenant_id: UUID | None,
+    ) -> Statement | None:
+        """The statement for these variables, coerced once (defaults applied, ``null`` as
+        the spec says, ``100.0`` as ``100``): the node limit and the rendering read the
+        same values, and variables that coerce alike share one cached statement."""
+        plan = self.plan(query, operation_name)
+        if plan is None:
+            return None
+        try:
+            inputs.check_variables(raw_variables)  # an ApiError: the resolvers report it
+        except ApiError:
+            return None
         coerced = get_variable_values(
             self.schema, plan.operation.variable_definitions or (), raw_variables
         )
         if isinstance(coerced, list):
-            raise Unsupported("variables do not match their definitions")
+            return None  # variables that do not match their definitions: the resolvers say so
+        key = (
+            query,
+            operation_name,
+            json.dumps(coerced.coerced, sort_keys=True, default=repr),
+            tenant_id is None,
+        )
+        if key in self._by_coerced:
+            self._by_coerced.move_to_end(key)
+            return self._by_coerced[key]
+        try:
+            statement: Statement | None = self.statement(plan, coerced, tenant_id is not None)
+        except (Unsupported, ApiError):
+            statement = None
+        _remember(self._by_coerced, key, statement, self.cache_size)
+        return statement
+
+    def statement(self, plan: Plan, coerced: VariableValues, has_tenant: bool) -> Statement:
+        """Render ``plan`` with these coerced variables. Raises Unsupported (or an ApiError)
+        whenever the resolvers must answer instead."""
+        if plan.needs_tenant and not has_tenant:
+            raise Unsupported("no tenant")
         variables = coerced.coerced
         # The limits first: nothing is rendered for an operation over one.
         try:
@@ -236,3 +264,14 @@ class Compiler:
             parts.append(f"{literal(key)}, {value}")
         sql = f"SELECT json_build_object({', '.join(parts)})::text"
         return Statement(sql, tuple(render.params.values), node_count, render.role)
+
+
+def _remember(
+    cache: OrderedDict[tuple[str, str | None, str, bool], Statement | None],
+    key: tuple[str, str | None, str, bool],
+    statement: Statement | None,
+    size: int,
+) -> None:
+    cache[key] = statement
+    if len(cache) > size:
+        cache.popitem(last=False)

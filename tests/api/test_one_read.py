@@ -16,7 +16,7 @@ from api.app import create_app
 from api.pagination import decode_cursor, encode_cursor
 from api.settings import Settings
 from db.uuid7 import uuid7
-from tests.api.conftest import Api
+from tests.api.conftest import Api, api_client
 from tests.api.test_compiled import enrich
 from tests.api.world import Org
 
@@ -264,3 +264,85 @@ async def test_an_input_error_beside_a_running_batch_ends_the_transaction_after_
             assert response.status_code == 200, response.text
             body = response.json()
             assert codes(body) == ["BAD_USER_INPUT"], body
+
+
+NODE_AND_HISTORY = """
+query($id: ID!) {
+  node(id: $id) {
+    __typename id
+    ... on Comment { content deletedAt author { displayName } history { content replacedAt replacedBy { displayName } } }
+    ... on Task { title comments(first: 5) { nodes { content history { content replacedAt } } } }
+    ... on Node { id }
+  }
+}
+"""
+
+
+async def test_node_and_comment_history_are_compiled_and_answer_alike(
+    pool: asyncpg.Pool, org_a: Org, org_b: Org
+) -> None:
+    """node(id:) and Comment.history are answered by ONE compiled statement (the compiler
+    prepares them), with the resolvers' answer, for an edited and a deleted comment, a
+    task, and ids of the other tenant (null)."""
+    from api.compiler import Compiler
+    from api.ids import to_global_id
+    from api.schema import build_schema
+
+    compiler = Compiler(build_schema(Settings())._schema, Settings())
+    for org in (org_a, org_b):
+        await enrich(org)
+    answers: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for compiled in (True, False):
+        async with api_client(compiled) as api:
+            for org, other in ((org_a, org_b), (org_b, org_a)):
+                targets = [
+                    to_global_id("Comment", org.comment_ids[0]),
+                    to_global_id("Comment", org.comment_ids[1]),
+                    to_global_id("Task", org.task_ids[0]),
+                    to_global_id("Comment", other.comment_ids[0]),
+                ]
+                for target in targets:
+                    variables = {"id": target}
+                    assert compiler.prepare(NODE_AND_HISTORY, None, variables, org.id, uuid7())
+                    body = await api(NODE_AND_HISTORY, variables, as_=(org, "viewer"))
+                    assert "errors" not in body, body
+                    answers.setdefault((org.label, target), []).append(body)
+    for (label, target), (compiled_body, reference) in answers.items():
+        assert compiled_body["data"] == reference["data"], (label, target)
+        assert compiled_body["extensions"]["sqlStatements"] == 2  # the request set-up and ONE query
+
+    def node(org: Org, type_name: str, raw: Any) -> Any:
+        return answers[(org.label, to_global_id(type_name, raw))][0]["data"]["node"]
+
+    edited = node(org_a, "Comment", org_a.comment_ids[0])
+    assert edited["content"] == "edited"
+    assert len(edited["history"]) == 1
+    deleted = node(org_a, "Comment", org_a.comment_ids[1])
+    assert (deleted["content"], deleted["author"], deleted["history"]) == (None, None, [])
+    assert node(org_a, "Comment", org_b.comment_ids[0]) is None
+    assert node(org_b, "Comment", org_a.comment_ids[0]) is None
+
+
+async def test_variables_that_coerce_alike_share_one_compiled_statement() -> None:
+    """Variables are coerced once: ``100.0`` and ``100`` (an Int), and a default given or
+    left out, are one statement in the compiler's cache, rendered from the coerced values."""
+    from api.compiler import Compiler
+    from api.schema import build_schema
+
+    compiler = Compiler(build_schema(Settings())._schema, Settings())
+    query = "query($n: Int = 7) { project(id: $id) { tasks(first: $n) { totalCount } } }"
+    query = query.replace("query($n: Int = 7)", "query($id: ID!, $n: Int = 7)")
+    project = "UHJvamVjdDowMTlhZTAwMC0wMDAwLTcwMDAtODAwMC0wMDAwMDAwMDAwMDA"
+    tenant, viewer = uuid7(), uuid7()
+    first = compiler.prepare(query, None, {"id": project, "n": 100}, tenant, viewer)
+    second = compiler.prepare(query, None, {"id": project, "n": 100.0}, tenant, viewer)
+    assert first is not None
+    assert second is not None
+    assert first == second
+    made = compiler.plans_made
+    default = compiler.prepare(query, None, {"id": project}, tenant, viewer)
+    explicit = compiler.prepare(query, None, {"id": project, "n": 7}, tenant, viewer)
+    assert default == explicit
+    assert default is not None
+    assert compiler.plans_made == made  # one plan for the document
+    assert len(compiler._by_coerced) == 2  # 100 and 7: two statements, four requests
