@@ -75,7 +75,7 @@ async def api(pool: asyncpg.Pool) -> AsyncIterator[Api]:
         yield api
 
 
-#: The read paths: a read test that asks for ``read_api`` runs on both (``api/compiler.py``
+#: The read paths: a read test that asks for ``read_api`` runs on both (``api/compiler``
 #: and the resolvers with their loaders), so neither goes untested.
 READ_PATHS = ["compiled", "resolvers"]
 

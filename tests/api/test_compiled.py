@@ -1,4 +1,4 @@
-"""Compiled queries (``api/compiler.py``) answer exactly as the resolvers do.
+"""Compiled queries (``api/compiler``) answer exactly as the resolvers do.
 
 Two apps on the same database: one compiles what it can, one always runs the resolvers (the
 reference). Every query of the corpus is sent to both, as several callers of two tenants;

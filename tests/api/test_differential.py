@@ -1,5 +1,5 @@
 """Issue 12's differential property test: queries generated from the schema, answered by the
-compiler (``api/compiler.py``) and by the resolvers, must be equal.
+compiler (``api/compiler``) and by the resolvers, must be equal.
 
 The generator walks graphql-core's schema objects: every field of the query type and what is
 reachable from it, arguments with valid (and some invalid) values, every enum value (so every
