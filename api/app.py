@@ -286,8 +286,19 @@ class TaskqlGraphQL(GraphQL[Context, None]):
             seen.statements = executor.statements
         extensions = ""
         if self.settings.taskql_sql_stats:
-            extensions = f',"extensions":{{"sqlStatements":{executor.statements}}}'
-        return Response(f'{{"data":{text}{extensions}}}', media_type=media_type)
+            extensions = f', "extensions": {{"sqlStatements": {executor.statements}}}'
+        # The bytes encode_json writes for the same result (the statement writes its data).
+        return Response(f'{{"data": {text}{extensions}}}', media_type=media_type)
+
+    def encode_json(self, data: object) -> bytes:
+        """Responses as ``json.dumps`` writes them with its default separators and UTF-8
+        unescaped: the bytes the compiled statements write (and PostgreSQL's jsonb output),
+        so a client gets the same bytes whichever path answered."""
+        text = json.dumps(data, ensure_ascii=False)
+        try:
+            return text.encode()
+        except UnicodeEncodeError:  # a lone surrogate (only in echoed input): escape it all
+            return json.dumps(data).encode()
 
     async def get_context(self, request: Request, response: Response) -> Context:  # type: ignore[override]
         auth: Auth = request.scope[SCOPE_KEY]

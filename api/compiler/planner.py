@@ -43,7 +43,8 @@ from api.compiler.plans import (
     Plan,
     Statement,
     Unsupported,
-    literal,
+    json_object,
+    typename,
 )
 from api.compiler.render import Render
 from api.errors import ApiError
@@ -260,9 +261,13 @@ class Compiler:
         parts = []
         for key, nodes in fields.items():
             name = nodes[0].name.value
-            value = "'Query'" if name == "__typename" else FIELDS["Query"][name](render, "", nodes)
-            parts.append(f"{literal(key)}, {value}")
-        sql = f"SELECT json_build_object({', '.join(parts)})::text"
+            if name == "__typename":
+                value = typename("Query")
+            else:
+                value = FIELDS["Query"][name](render, "", nodes)
+            parts.append((key, value))
+        # The response's data as JSON text, byte for byte what the resolvers' encoder writes.
+        sql = f"SELECT {json_object(parts)}"
         return Statement(sql, tuple(render.params.values), node_count, render.role)
 
 

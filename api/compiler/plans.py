@@ -80,3 +80,52 @@ def literal(name: str) -> str:
     if not name.replace("_", "a").isalnum() or not name.isascii():
         raise Unsupported(name)
     return f"'{name}'"
+
+
+# --- JSON text: every renderer returns an SQL expression of type text holding JSON ---------
+#
+# The statement writes the response's bytes exactly as the resolvers' encoder does
+# (``json.dumps(..., ensure_ascii=False)``: ``", "`` and ``": "``, UTF-8 unescaped, the
+# separators PostgreSQL's jsonb output uses too), so both paths answer byte for byte.
+
+
+def json_text(expr: str) -> str:
+    """A scalar SQL value as JSON (``null`` for NULL), escaped by ``to_json``."""
+    return f"coalesce(to_json({expr})::text, 'null')"
+
+
+def quoted(expr: str) -> str:
+    """A text value that needs no escaping (base64url ids and cursors, times, enum names)
+    as a JSON string (``null`` for NULL)."""
+    return f"coalesce('\"' || {expr} || '\"', 'null')"
+
+
+def or_null(expr: str) -> str:
+    """JSON text, or ``null`` where the expression is NULL (a missing row)."""
+    return f"coalesce({expr}, 'null')"
+
+
+def json_key(key: str) -> str:
+    """An SQL literal of ``"key": `` for a response key (a GraphQL name)."""
+    literal(key)
+    return f"'\"{key}\": '"
+
+
+def json_object(pairs: list[tuple[str, str]]) -> str:
+    """A JSON object of (response key, JSON text expression), in that order."""
+    if not pairs:
+        return "'{}'::text"  # every field skipped, or fragments of other types only
+    parts = " || ', ' || ".join(f"{json_key(key)} || {value}" for key, value in pairs)
+    return f"('{{'::text || {parts} || '}}')"
+
+
+def json_array(element: str, order: str, only: str = "") -> str:
+    """The JSON array of ``element`` over the rows of the enclosing aggregate, in ``order``
+    (``only``: a FILTER clause); ``[]`` for no rows."""
+    return f"coalesce('[' || string_agg({element}, ', ' ORDER BY {order}) {only} || ']', '[]')"
+
+
+def typename(name: str) -> str:
+    """``__typename``'s JSON string (a GraphQL name: no escaping)."""
+    literal(name)
+    return f"'\"{name}\"'"

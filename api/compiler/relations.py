@@ -19,6 +19,8 @@ from api.compiler.arguments import (
 from api.compiler.plans import (
     Field,
     Unsupported,
+    json_array,
+    or_null,
 )
 from api.ids import decode_id, from_global_id
 from api.pagination import MAX_PAGE, decode_cursor
@@ -121,7 +123,7 @@ def ancestors(r: Render, a: str, nodes: list[FieldNode]) -> str:
     r.require_tenant()
     b = r.alias()
     return (
-        f"(SELECT coalesce(json_agg({r.object('Task', b, nodes)} ORDER BY up.depth), '[]') "
+        f"(SELECT {json_array(r.object('Task', b, nodes), 'up.depth')} "
         f"FROM (WITH RECURSIVE up (id, depth) AS ("
         f"SELECT {a}.parent_task_id, 1 WHERE {a}.parent_task_id IS NOT NULL "
         f"UNION ALL SELECT t.parent_task_id, up.depth + 1 FROM up "
@@ -138,7 +140,7 @@ def status_counts(r: Render, a: str, nodes: list[FieldNode]) -> str:
     r.require_tenant()
     s = r.alias()
     return (
-        f"(SELECT json_agg({r.object('TaskStatusCount', s, nodes)} ORDER BY {s}.ord) "
+        f"(SELECT {json_array(r.object('TaskStatusCount', s, nodes), f'{s}.ord')} "
         f"FROM (SELECT u.status, u.ord, coalesce(n.total, 0) AS total "
         f"FROM unnest({_STATUS_ARRAY}::text[]) WITH ORDINALITY AS u (status, ord) "
         f"LEFT JOIN (SELECT t.status, count(*) AS total FROM tasks AS t "
@@ -156,7 +158,9 @@ def viewer(r: Render, a: str, nodes: list[FieldNode]) -> str:
 
 def viewer_user(r: Render, a: str, nodes: list[FieldNode]) -> str:
     b = r.alias()
-    return f"(SELECT {r.object('User', b, nodes)} FROM users AS {b} WHERE {b}.id = {r.viewer})"
+    return or_null(
+        f"(SELECT {r.object('User', b, nodes)} FROM users AS {b} WHERE {b}.id = {r.viewer})"
+    )
 
 
 def by_id(type_name: str, table: str) -> Field:
@@ -164,7 +168,7 @@ def by_id(type_name: str, table: str) -> Field:
         r.require_tenant()
         raw = decode_id(r.args("Query", nodes[0])["id"], type_name)
         b = r.alias()
-        return (
+        return or_null(
             f"(SELECT {r.object(type_name, b, nodes)} FROM {table} AS {b} "
             f"WHERE {b}.organization_id = {r.tenant} AND {b}.id = {r.params(raw, '::uuid')})"
         )
@@ -182,7 +186,7 @@ def organization(r: Render, a: str, nodes: list[FieldNode]) -> str:
     else:
         r.require_tenant()
         condition = f"{b}.id = {r.tenant}"
-    return (
+    return or_null(
         f"(SELECT {r.object('Organization', b, nodes)} FROM organizations AS {b} WHERE {condition})"
     )
 
@@ -228,7 +232,7 @@ def search(r: Render, a: str, nodes: list[FieldNode]) -> str:
 def search_node(r: Render, a: str, nodes: list[FieldNode]) -> str:
     """SearchHit.node: the Task or Project the hit names (the union's members)."""
     task, project = r.alias(), r.alias()
-    return (
+    return or_null(
         f"(CASE {a}.kind WHEN 'task' THEN (SELECT {r.object('Task', task, nodes)} "
         f"FROM tasks AS {task} WHERE {task}.organization_id = {r.tenant} AND {task}.id = {a}.id) "
         f"WHEN 'project' THEN (SELECT {r.object('Project', project, nodes)} "
@@ -262,8 +266,8 @@ def comment_history(r: Render, a: str, nodes: list[FieldNode]) -> str:
         f"FROM jsonb_array_elements({a}.content_history) WITH ORDINALITY AS h (v, ord)"
     )
     listed = (
-        f"(SELECT coalesce(json_agg({r.object('CommentVersion', b, nodes)} ORDER BY {b}.ord), "
-        f"'[]') FROM ({versions}) AS {b})"
+        f"(SELECT {json_array(r.object('CommentVersion', b, nodes), f'{b}.ord')} "
+        f"FROM ({versions}) AS {b})"
     )
     return f"(CASE WHEN {a}.{COMMENT.deleted} IS NULL THEN {listed} ELSE '[]' END)"
 
@@ -292,6 +296,6 @@ def node(r: Render, a: str, nodes: list[FieldNode]) -> str:
     conditions = [f"{b}.id = {r.params(raw, '::uuid')}"]
     if tenant_scoped:
         conditions.insert(0, f"{b}.organization_id = {r.tenant}")
-    return (
+    return or_null(
         f"(SELECT {r.object(kind, b, nodes)} FROM {table} AS {b} WHERE {' AND '.join(conditions)})"
     )

@@ -27,8 +27,12 @@ from api.compiler.plans import (
     VIEWER,
     Plan,
     Unsupported,
+    json_array,
+    json_object,
     key_of,
-    literal,
+    or_null,
+    quoted,
+    typename,
 )
 from db.queries.connections import Filter, no_filter
 from db.sql import Page, Params
@@ -161,13 +165,13 @@ class Render:
         for key, field_nodes in fields.items():
             name = field_nodes[0].name.value
             if name == "__typename":
-                value = f"'{type_name}'"
+                value = typename(type_name)
             elif name in handlers:
                 value = handlers[name](self, a, field_nodes)
             else:
                 raise Unsupported(f"{type_name}.{name}")
-            parts.append(f"{literal(key)}, {value}")
-        return f"json_build_object({', '.join(parts)})"
+            parts.append((key, value))
+        return json_object(parts)
 
     def connection(
         self,
@@ -205,65 +209,63 @@ class Render:
             visible = ""
             display = f"{c}._sort {direction}, {c}.id {direction}"
         reverse = f"{c}._n" if page.backwards else f"{c}._n DESC"
-        more = f"(count(*) > {size})"
-        continued = "true" if page.cursor is not None else "false"
+        more = f"(CASE WHEN count(*) > {size} THEN 'true' ELSE 'false' END)"
+        continued = "'true'" if page.cursor is not None else "'false'"
         cursor = f"gql_cursor({c}._key, {c}.id)"
-        parts = []
+        parts: list[tuple[str, str]] = []
         for key, field_nodes in fields.items():
             name = field_nodes[0].name.value
             if name == "__typename":
-                value = f"'{node_type}Connection'"
+                value = typename(f"{node_type}Connection")
             elif name == "totalCount":
-                value = count or (
+                total = count or (
                     f"(SELECT count(*) FROM {table} AS t WHERE {' AND '.join(all_conditions)})"
                 )
+                value = or_null(f"({total})::text")
             elif name == "nodes":
                 obj = self.object(node_type, c, field_nodes)
-                value = f"coalesce(json_agg({obj} ORDER BY {display}) {visible}, '[]')"
+                value = json_array(obj, display, visible)
             elif name == "edges":
-                edge = []
+                edge: list[tuple[str, str]] = []
                 for edge_key, edge_nodes in self.collect(f"{node_type}Edge", field_nodes).items():
                     edge_name = edge_nodes[0].name.value
                     if edge_name == "__typename":
-                        edge.append(f"{literal(edge_key)}, '{node_type}Edge'")
+                        edge.append((edge_key, typename(f"{node_type}Edge")))
                     elif edge_name == "cursor":
-                        edge.append(f"{literal(edge_key)}, {cursor}")
+                        edge.append((edge_key, quoted(cursor)))
                     elif edge_name == "node":
-                        edge.append(f"{literal(edge_key)}, {self.object(node_type, c, edge_nodes)}")
+                        edge.append((edge_key, self.object(node_type, c, edge_nodes)))
                     else:
                         raise Unsupported(edge_name)
-                value = (
-                    f"coalesce(json_agg(json_build_object({', '.join(edge)}) ORDER BY {display}) "
-                    f"{visible}, '[]')"
-                )
+                value = json_array(json_object(edge), display, visible)
             elif name == "pageInfo":
-                info = []
+                info: list[tuple[str, str]] = []
                 for info_key, info_nodes in self.collect("PageInfo", field_nodes).items():
                     info_name = info_nodes[0].name.value
                     if info_name == "__typename":
-                        expr = "'PageInfo'"
+                        expr = typename("PageInfo")
                     elif info_name == "hasNextPage":
                         expr = continued if page.backwards else more
                     elif info_name == "hasPreviousPage":
                         expr = more if page.backwards else continued
                     elif info_name == "startCursor":
-                        expr = f"(array_agg({cursor} ORDER BY {display}) {visible})[1]"
+                        expr = quoted(f"(array_agg({cursor} ORDER BY {display}) {visible})[1]")
                     elif info_name == "endCursor":
-                        expr = f"(array_agg({cursor} ORDER BY {reverse}) {visible})[1]"
+                        expr = quoted(f"(array_agg({cursor} ORDER BY {reverse}) {visible})[1]")
                     else:
                         raise Unsupported(info_name)
-                    info.append(f"{literal(info_key)}, {expr}")
-                value = f"json_build_object({', '.join(info)})"
+                    info.append((info_key, expr))
+                value = json_object(info)
             else:
                 raise Unsupported(name)
-            parts.append(f"{literal(key)}, {value}")
+            parts.append((key, value))
         ordering = order.order_by()
         if numbered:
             extra, limit = f"row_number() OVER (ORDER BY {ordering}) AS _n", f"{size} + 1"
         else:
             extra, limit = f"({order.key}) AS _sort", size
         return (
-            f"(SELECT json_build_object({', '.join(parts)}) FROM ("
+            f"(SELECT {json_object(parts)} FROM ("
             f"SELECT t.*, ({order.key})::text AS _key, {extra} "
             f"FROM {table} AS t WHERE {' AND '.join(page_conditions)} "
             # HAVING: one group, so one row even when no aggregate is selected.
