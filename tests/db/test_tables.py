@@ -1,0 +1,226 @@
+"""``db/tables.py`` tells the truth about the migrated schema, and Piccolo's auto-migration
+snapshot matches it (``piccolo migrations new taskql --auto`` finds nothing to do).
+
+The drift test reads the catalog of the freshly migrated test database and compares it with
+every Table class, both ways: tables, columns, types, nullability, defaults, the primary-key
+column, and single-column foreign keys (target, ON DELETE, ON UPDATE)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+from piccolo.apps.migrations.commands.new import AutoMigrationManager
+from piccolo.columns import ForeignKey
+from piccolo.columns.base import Column
+from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.conf.apps import Finder
+from piccolo.table import Table
+
+from db import tables
+from db.uuid7 import UUIDv7
+
+#: Tables the migrations create that have no class, and why.
+NO_CLASS = {"migration": "Piccolo's own history table (piccolo.apps.migrations.tables)"}
+#: Database defaults a class cannot express, and why (see db/tables.py's docstring).
+UNEXPRESSED_DEFAULTS = {
+    ("realtime_events", "xid"): "pg_current_xact_id(): no Python counterpart; triggers write"
+}
+#: Piccolo's column type (lower case) -> information_schema's udt_name, where they differ.
+UDT = {
+    "smallint": "int2",
+    "integer": "int4",
+    "bigint": "int8",
+    "serial": "int4",
+    "bigserial": "int8",
+    "boolean": "bool",
+    "double precision": "float8",
+    "real": "float4",
+}
+#: pg_constraint's confdeltype / confupdtype -> Piccolo's OnDelete / OnUpdate value.
+ACTIONS = {
+    "a": "NO ACTION",
+    "r": "RESTRICT",
+    "c": "CASCADE",
+    "n": "SET NULL",
+    "d": "SET DEFAULT",
+}
+
+TABLES_SQL = """
+SELECT c.relname FROM pg_class c
+WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+ORDER BY 1
+"""
+COLUMNS_SQL = """
+SELECT table_name, column_name, udt_name, is_nullable = 'YES' AS nullable, column_default,
+       is_identity = 'YES' AS identity, is_generated = 'ALWAYS' AS generated
+FROM information_schema.columns
+WHERE table_schema = 'public' AND table_name = ANY($1::text[])
+"""
+KEYS_SQL = """
+SELECT con.conrelid::regclass::text AS table_name, con.contype::text AS kind,
+       array_agg(a.attname::text ORDER BY k.ord) AS columns,
+       con.confrelid::regclass::text AS target,
+       (SELECT array_agg(t.attname::text ORDER BY f.ord)
+        FROM unnest(con.confkey) WITH ORDINALITY f(attnum, ord)
+        JOIN pg_attribute t ON t.attrelid = con.confrelid AND t.attnum = f.attnum) AS target_columns,
+       con.confdeltype::text AS on_delete, con.confupdtype::text AS on_update
+FROM pg_constraint con
+CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
+WHERE con.connamespace = 'public'::regnamespace AND con.contype IN ('p', 'f')
+  AND con.conrelid::regclass::text = ANY($1::text[]) AND con.conparentid = 0
+GROUP BY con.oid
+"""
+
+
+def table_classes() -> list[type[Table]]:
+    return [
+        value
+        for value in vars(tables).values()
+        if isinstance(value, type)
+        and issubclass(value, Table)
+        and value is not Table
+        and value.__module__ == tables.__name__
+    ]
+
+
+def udt(column: Column) -> str:
+    column_type = str(column.column_type).lower()
+    return UDT.get(column_type, column_type)
+
+
+def expected_default(column: Column) -> str | None:
+    """The ``column_default`` PostgreSQL reports for the class's default (None: none)."""
+    default = column.default
+    if default is None:
+        return None
+    if isinstance(default, UUIDv7):
+        return "uuidv7()"
+    if isinstance(default, TimestamptzNow):
+        return "now()"
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, int):
+        return str(default)
+    if udt(column) == "jsonb":  # Piccolo keeps a JSON default serialised
+        text = default if isinstance(default, str) else json.dumps(default)
+        return "'{}'::jsonb".format(text.replace("'", "''"))
+    if isinstance(default, str):
+        return "'{}'::text".format(default.replace("'", "''"))
+    return f"<unmapped default {default!r}>"
+
+
+async def catalog(connection: asyncpg.Connection) -> dict[str, Any]:
+    names = [r["relname"] for r in await connection.fetch(TABLES_SQL)]
+    columns: dict[str, dict[str, asyncpg.Record]] = {}
+    for r in await connection.fetch(COLUMNS_SQL, names):
+        columns.setdefault(r["table_name"], {})[r["column_name"]] = r
+    keys = await connection.fetch(KEYS_SQL, names)
+    return {"tables": names, "columns": columns, "keys": keys}
+
+
+def drift(found: dict[str, Any]) -> list[str]:
+    """Every difference between the catalog and the classes, one line each."""
+    problems = []
+    classes = {cls._meta.tablename: cls for cls in table_classes()}
+    for name in found["tables"]:
+        if name not in classes and name not in NO_CLASS:
+            problems.append(f"{name}: a table in the database without a class in db/tables.py")
+    for name in classes:
+        if name not in found["tables"]:
+            problems.append(f"{name}: a class in db/tables.py without a table in the database")
+    primary = {r["table_name"]: r["columns"] for r in found["keys"] if r["kind"] == "p"}
+    foreign = {
+        (r["table_name"], r["columns"][0]): r
+        for r in found["keys"]
+        if r["kind"] == "f" and len(r["columns"]) == 1
+    }
+    for name, cls in classes.items():
+        db_columns: dict[str, asyncpg.Record] = found["columns"].get(name, {})
+        declared = {c._meta.db_column_name: c for c in cls._meta.columns}
+        for column_name, row in db_columns.items():
+            if column_name not in declared and not row["generated"]:
+                problems.append(f"{name}.{column_name}: in the database, not in {cls.__name__}")
+        for column_name, column in declared.items():
+            where = f"{name}.{column_name}"
+            row = db_columns.get(column_name)
+            if row is None:
+                problems.append(f"{where}: declared in {cls.__name__}, not in the database")
+                continue
+            if row["generated"]:
+                problems.append(f"{where}: generated in the database; do not declare it")
+            if udt(column) != row["udt_name"]:
+                problems.append(f"{where}: type {udt(column)} declared, {row['udt_name']} in db")
+            if column._meta.null != row["nullable"]:
+                problems.append(
+                    f"{where}: null={column._meta.null} declared, nullable={row['nullable']}"
+                )
+            if column._meta.primary_key and column_name not in primary.get(name, []):
+                problems.append(f"{where}: the class's key is not in the primary key")
+            if (name, column_name) in UNEXPRESSED_DEFAULTS:
+                pass  # documented above
+            elif row["identity"]:
+                if "serial" not in str(column.column_type).lower():
+                    problems.append(f"{where}: an identity column; declare it (Big)Serial")
+            elif expected_default(column) != row["column_default"]:
+                problems.append(
+                    f"{where}: default {expected_default(column)} declared, "
+                    f"{row['column_default']} in db"
+                )
+            required = not row["nullable"] and row["column_default"] is None and not row["identity"]
+            if required and (name, column_name) not in UNEXPRESSED_DEFAULTS:
+                if not column._meta.required:
+                    problems.append(f"{where}: NOT NULL without a default: declare required=True")
+            elif column._meta.required:
+                problems.append(f"{where}: required=True, but the database has a default or NULL")
+            key = foreign.get((name, column_name))
+            if isinstance(column, ForeignKey):
+                meta = column._foreign_key_meta
+                target = meta.resolved_references._meta.tablename
+                target_column = meta.resolved_target_column._meta.db_column_name
+                declared_fk = (target, target_column, meta.on_delete.value, meta.on_update.value)
+                if key is None:
+                    problems.append(f"{where}: a ForeignKey, no such foreign key in the database")
+                else:
+                    in_db = (
+                        key["target"],
+                        key["target_columns"][0],
+                        ACTIONS[key["on_delete"]],
+                        ACTIONS[key["on_update"]],
+                    )
+                    if in_db != declared_fk:
+                        problems.append(f"{where}: ForeignKey {declared_fk}, database {in_db}")
+            elif key is not None:
+                problems.append(
+                    f"{where}: references {key['target']} in the database; declare a ForeignKey"
+                )
+    return problems
+
+
+async def test_the_table_classes_match_the_migrated_schema(
+    owner: asyncpg.Connection,
+) -> None:
+    assert drift(await catalog(owner)) == []
+
+
+async def test_the_drift_test_finds_drift(owner: asyncpg.Connection) -> None:
+    found = await catalog(owner)
+    found["tables"].append("orphans")
+    tasks = dict(found["columns"]["tasks"])
+    del tasks["title"]
+    found["columns"]["tasks"] = tasks
+    problems = drift(found)
+    assert "orphans: a table in the database without a class in db/tables.py" in problems
+    assert "tasks.title: declared in Task, not in the database" in problems
+
+
+async def test_piccolo_auto_finds_no_change() -> None:
+    """What ``piccolo migrations new taskql --auto`` computes before writing a file: the
+    snapshot of every migration's MigrationManager against ``db/tables.py``."""
+    app_config = Finder().get_app_config("taskql")
+    statements = await AutoMigrationManager(auto_input="y").get_alter_statements(
+        app_config=app_config
+    )
+    assert [s for alter in statements for s in alter.statements] == []
