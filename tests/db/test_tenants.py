@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -66,14 +67,16 @@ async def enrich(tenant: Tenant, guest_id: UUID) -> None:
                 invited_by=tenant.owner_id,
             )
         )
-        connection = transaction.connection
-        await connection.execute(
-            "INSERT INTO organization_invitations (organization_id, email, role, invited_by, expires_at) "
-            "VALUES ($1, $2, 'member', $3, now() + interval '7 days')",
-            tenant.organization_id,
-            f"invitee-{tenant.slug}@example.test",
-            tenant.owner_id,
+        await tables.OrganizationInvitation.insert(
+            tables.OrganizationInvitation(
+                organization_id=tenant.organization_id,
+                email=f"invitee-{tenant.slug}@example.test",
+                role="member",
+                invited_by=tenant.owner_id,
+                expires_at=datetime.now(UTC) + timedelta(days=7),
+            )
         )
+        connection = transaction.connection
         await connection.execute(
             "UPDATE tasks SET status = 'done' WHERE id = $1", tenant.child_task_id
         )
