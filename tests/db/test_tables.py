@@ -7,7 +7,10 @@ column, and single-column foreign keys (target, ON DELETE, ON UPDATE)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -20,10 +23,12 @@ from piccolo.table import Table
 
 from db import tables
 from db.migrate import runner
+from db.tenancy import TenantContext, tenant_transaction
 from db.uuid7 import UUIDv7
 from tests.conftest import ScratchDatabase
 from tests.db.test_migrations import catalog as full_catalog
 from tests.db.test_migrations import ok, taskql
+from tests.seed import Tenant
 
 #: Tables the migrations create that have no class, and why.
 NO_CLASS = {"migration": "Piccolo's own history table (piccolo.apps.migrations.tables)"}
@@ -250,3 +255,24 @@ async def test_the_snapshot_migration_runs_no_sql_either_way(
         await pool.expire_connections()
     assert await full_catalog(test_database.owner_dsn) == before
     assert (await runner.status(test_database.owner_dsn)).up_to_date
+
+
+async def test_the_custom_columns_write_and_read(tenant_a: Tenant) -> None:
+    """``inet`` through ``db.columns.Inet``: a string in, an ``ipaddress`` object out."""
+    session = tables.Session(
+        user_id=tenant_a.owner_id,
+        token_hash=os.urandom(32),
+        expires_at=datetime.now(UTC) + timedelta(hours=1),
+        ip_address="2001:db8::7",
+        user_agent="test_tables",
+    )
+    async with tenant_transaction(TenantContext(user_id=tenant_a.owner_id)):
+        await tables.Session.insert(session)
+        row = await (
+            tables.Session.select(tables.Session.ip_address)
+            .where(tables.Session.id == session.id)
+            .first()
+        )
+        await tables.Session.delete().where(tables.Session.id == session.id)
+    assert row is not None
+    assert row["ip_address"] == ipaddress.ip_address("2001:db8::7")
