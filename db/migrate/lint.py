@@ -9,7 +9,8 @@ version, and adds the checks squawk cannot know about:
 - ``no-backwards``: every migration must be reversible;
 - ``concurrently-in-transaction``: CONCURRENTLY cannot run inside a transaction;
 - ``migration-id``: ids must be well formed, unique, and in file order;
-- ``snapshot-runs-sql``: a snapshot migration (``snapshot_migration``) runs nothing.
+- ``snapshot-runs-sql``: a snapshot migration (``snapshot_migration``) runs nothing; SQL
+  lives in a module's ``FORWARDS``/``BACKWARDS`` or ``STEPS``, where it is linted.
 
 A ``ReviewedMigrationManager`` (every sql, toolkit and snapshot migration) runs only its
 steps; its Piccolo operations are snapshot records and are not rendered.
@@ -57,7 +58,7 @@ RECIPES = {
     "no-backwards": "Give the migration a BACKWARDS (or use toolkit steps, which all have one).",
     "concurrently-in-transaction": "Use CreateIndex/DropIndex steps in a toolkit migration (non-transactional).",
     "unrendered-operation": "Write the change as SQL or toolkit steps, or justify it in LINT_ALLOW after review.",
-    "snapshot-runs-sql": "snapshot_migration records Piccolo operations only; put SQL in sql_migration (its records may follow).",
+    "snapshot-runs-sql": "Put the SQL in FORWARDS/BACKWARDS (sql_migration) or STEPS (toolkit_migration); snapshot records may follow on its manager.",
     "migration-id": "Create migrations with a fresh timestamp id (piccolo migrations new taskql), file named after it.",
 }
 
@@ -210,7 +211,8 @@ def _structure_findings(path: Path, module: ModuleType, previous_id: str | None)
                 Finding(
                     name,
                     "snapshot-runs-sql",
-                    "a snapshot migration runs steps: use sql_migration or toolkit_migration",
+                    "steps the linter cannot render (no FORWARDS or STEPS in the module); "
+                    "a snapshot migration runs nothing",
                 )
             )
     else:
