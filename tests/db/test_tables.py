@@ -15,14 +15,14 @@ from typing import Any
 
 import asyncpg
 from piccolo.apps.migrations.commands.new import AutoMigrationManager
-from piccolo.columns import ForeignKey
+from piccolo.columns import ForeignKey, Text
 from piccolo.columns.base import Column
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.conf.apps import Finder
 from piccolo.table import Table
 
 from db import tables
-from db.migrate import runner
+from db.migrate import runner, sql_migration
 from db.tenancy import TenantContext, tenant_transaction
 from db.uuid7 import UUIDv7
 from tests.conftest import ScratchDatabase
@@ -317,3 +317,26 @@ async def test_the_custom_columns_write_and_read(tenant_a: Tenant) -> None:
         await tables.Session.delete().where(tables.Session.id == session.id)
     assert row is not None
     assert row["ip_address"] == ipaddress.ip_address("2001:db8::7")
+
+
+async def test_a_migrations_snapshot_records_never_run(
+    pool: asyncpg.Pool, owner: asyncpg.Connection
+) -> None:
+    """A sql_migration carrying an add_column record runs its SQL only, either way. (As the
+    server role, which owns nothing: had the record run, ALTER TABLE would have failed.)"""
+    manager = sql_migration("2030-01-01T00:00:00:000000", "test", "SELECT 1;", "SELECT 2;")
+    manager.add_column(
+        table_class_name="Task",
+        tablename="tasks",
+        column_name="never_added",
+        column_class=Text,
+        params={"null": True, "default": None},
+    )
+    manager.add_table(class_name="Never", tablename="never_created")
+    await manager.run()
+    await manager.run(backwards=True)
+    assert not await owner.fetchval(
+        "SELECT count(*) FROM information_schema.columns "
+        "WHERE table_name IN ('tasks', 'never_created') AND column_name = 'never_added'"
+    )
+    assert await owner.fetchval("SELECT to_regclass('never_created')") is None
