@@ -58,7 +58,7 @@ async def enrich(tenant: Tenant, guest_id: UUID) -> None:
     context = TenantContext(
         organization_id=tenant.organization_id, user_id=tenant.owner_id, role="owner"
     )
-    async with tenant_transaction(context) as transaction:
+    async with tenant_transaction(context):
         await tables.OrganizationMember.insert(
             tables.OrganizationMember(
                 organization_id=tenant.organization_id,
@@ -76,16 +76,15 @@ async def enrich(tenant: Tenant, guest_id: UUID) -> None:
                 expires_at=datetime.now(UTC) + timedelta(days=7),
             )
         )
-        connection = transaction.connection
-        await connection.execute(
-            "UPDATE tasks SET status = 'done' WHERE id = $1", tenant.child_task_id
+        await tables.Task.update({tables.Task.status: "done"}).where(
+            tables.Task.id == tenant.child_task_id
         )
     member = TenantContext(
         organization_id=tenant.organization_id, user_id=tenant.member_id, role="member"
     )
-    async with tenant_transaction(member) as transaction:
-        await transaction.connection.execute(
-            "UPDATE task_comments SET content = 'Edited' WHERE id = $1", tenant.comment_id
+    async with tenant_transaction(member):
+        await tables.TaskComment.update({tables.TaskComment.content: "Edited"}).where(
+            tables.TaskComment.id == tenant.comment_id
         )
 
 
