@@ -212,15 +212,15 @@ async def load_demo() -> DemoSummary | None:
             role=roles[(slug, inviter)],
             request_id="demo-seed",
         )
-        async with request_transaction(inviter_context) as (_, executor):
-            await executor.execute(
-                "INSERT INTO organization_invitations "
-                "(organization_id, email, role, invited_by, expires_at) "
-                "VALUES ($1, $2, $3, $4, now() + interval '7 days')",
-                org_ids[slug],
-                invitee,
-                role,
-                user_ids[inviter],
+        async with tenant_transaction(inviter_context):
+            await tables.OrganizationInvitation.insert(
+                tables.OrganizationInvitation(
+                    organization_id=org_ids[slug],
+                    email=invitee,
+                    role=role,
+                    invited_by=user_ids[inviter],
+                    expires_at=now + timedelta(days=7),
+                )
             )
         counts["invitations"] += 1
     return DemoSummary(

@@ -32,11 +32,42 @@ async def execute(sql: str, policy: LockPolicy = DEFAULT_POLICY) -> None:
         await connection.close()
 
 
+class ReviewedMigrationManager(MigrationManager):
+    """The manager of every migration here: it runs its raw steps (reviewed SQL, toolkit
+    steps) and nothing else. Its generated operations (``add_table``, ``add_column``,
+    ``alter_column``...) are **records for Piccolo's auto-migration snapshot only**: Piccolo
+    reads them to know what ``db/tables.py`` should look like (``piccolo migrations new
+    --auto``), and they never run, forwards or backwards. The SQL is the migration; the
+    records say what it did in Piccolo's terms (docs/architecture/database.md, "Piccolo's
+    snapshot")."""
+
+    async def run(self, backwards: bool = False) -> None:
+        steps_only = MigrationManager(
+            migration_id=self.migration_id,
+            app_name=self.app_name,
+            description=self.description,
+            preview=self.preview,
+            raw=self.raw,
+            raw_backwards=self.raw_backwards,
+            wrap_in_transaction=self.wrap_in_transaction,
+        )
+        await steps_only.run(backwards=backwards)
+
+
+def snapshot_migration(migration_id: str, description: str) -> ReviewedMigrationManager:
+    """A migration that runs no SQL either way: only its snapshot records (the caller adds
+    them with ``add_table``/``add_column``)."""
+    return ReviewedMigrationManager(
+        migration_id=migration_id, app_name="taskql", description=description
+    )
+
+
 def sql_migration(
     migration_id: str, description: str, forwards_sql: str, backwards_sql: str
-) -> MigrationManager:
-    """A migration that runs ``forwards_sql`` (or ``backwards_sql``) in one transaction."""
-    manager = MigrationManager(
+) -> ReviewedMigrationManager:
+    """A migration that runs ``forwards_sql`` (or ``backwards_sql``) in one transaction.
+    Snapshot records added to it describe the change for Piccolo and never run."""
+    manager = ReviewedMigrationManager(
         migration_id=migration_id, app_name="taskql", description=description
     )
 

@@ -8,7 +8,12 @@ version, and adds the checks squawk cannot know about:
   of the same migration, so raw SQL cannot use a table that migration creates;
 - ``no-backwards``: every migration must be reversible;
 - ``concurrently-in-transaction``: CONCURRENTLY cannot run inside a transaction;
-- ``migration-id``: ids must be well formed, unique, and in file order.
+- ``migration-id``: ids must be well formed, unique, and in file order;
+- ``snapshot-runs-sql``: a snapshot migration (``snapshot_migration``) runs nothing; SQL
+  lives in a module's ``FORWARDS``/``BACKWARDS`` or ``STEPS``, where it is linted.
+
+A ``ReviewedMigrationManager`` (every sql, toolkit and snapshot migration) runs only its
+steps; its Piccolo operations are snapshot records and are not rendered.
 
 A finding fails the gate and prints the safe recipe. A deliberate exception is declared in
 the migration module: ``LINT_ALLOW = {"rule-name": "why this is safe here"}``.
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from db.migrate import ReviewedMigrationManager
 from db.migrate.locks import DEFAULT_POLICY
 from db.migrate.runner import MIGRATIONS_DIR, _load
 
@@ -52,6 +58,7 @@ RECIPES = {
     "no-backwards": "Give the migration a BACKWARDS (or use toolkit steps, which all have one).",
     "concurrently-in-transaction": "Use CreateIndex/DropIndex steps in a toolkit migration (non-transactional).",
     "unrendered-operation": "Write the change as SQL or toolkit steps, or justify it in LINT_ALLOW after review.",
+    "snapshot-runs-sql": "Put the SQL in FORWARDS/BACKWARDS (sql_migration) or STEPS (toolkit_migration); snapshot records may follow on its manager.",
     "migration-id": "Create migrations with a fresh timestamp id (piccolo migrations new taskql), file named after it.",
 }
 
@@ -102,7 +109,18 @@ def render(module: ModuleType) -> str:
     if hasattr(module, "FORWARDS"):
         forwards: str = module.FORWARDS
         return "BEGIN;\n" + _timeouts(local=True) + forwards.strip() + "\nCOMMIT;\n"
+    if _snapshot_only(module):
+        return ""
     return _preview(module)
+
+
+def _snapshot_only(module: ModuleType) -> bool:
+    """A snapshot migration (``db.migrate.snapshot_migration``): Piccolo operations that are
+    records for the auto-migration snapshot only, and no SQL."""
+    if hasattr(module, "FORWARDS") or hasattr(module, "STEPS"):
+        return False
+    manager = asyncio.run(module.forwards())
+    return isinstance(manager, ReviewedMigrationManager)
 
 
 def _preview(module: ModuleType) -> str:
@@ -183,7 +201,21 @@ def _structure_findings(path: Path, module: ModuleType, previous_id: str | None)
                     "CONCURRENTLY inside a transactional migration",
                 )
             )
-    elif not hasattr(module, "STEPS"):
+    elif hasattr(module, "STEPS"):
+        pass  # toolkit steps all have their backwards
+    elif isinstance(manager, ReviewedMigrationManager):
+        # Its generated operations are snapshot records that never run: nothing to lint but
+        # that it runs nothing either (a snapshot migration has no raw steps).
+        if manager.raw or manager.raw_backwards:
+            findings.append(
+                Finding(
+                    name,
+                    "snapshot-runs-sql",
+                    "steps the linter cannot render (no FORWARDS or STEPS in the module); "
+                    "a snapshot migration runs nothing",
+                )
+            )
+    else:
         if manager.raw and not manager.raw_backwards:
             findings.append(Finding(name, "no-backwards", "raw SQL without add_raw_backwards"))
         if manager.raw and manager.add_tables:

@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
-from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 
+from db.migrate import ReviewedMigrationManager
 from db.migrate.backfill import Backfill
 from db.migrate.locks import DEFAULT_POLICY, LockPolicy, run_ddl
 
@@ -596,10 +596,10 @@ def toolkit_migration(
     steps: Sequence[Step],
     policy: LockPolicy = DEFAULT_POLICY,
     connect: Connect = _owner_connection,
-) -> MigrationManager:
+) -> ReviewedMigrationManager:
     """A non-transactional Piccolo migration running ``steps`` (each step manages its own
     short transactions: CONCURRENTLY and batched backfills cannot run inside one)."""
-    manager = MigrationManager(
+    manager = ReviewedMigrationManager(
         migration_id=migration_id,
         app_name="taskql",
         description=description,

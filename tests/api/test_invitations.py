@@ -11,6 +11,7 @@ import httpx
 from api.app import create_app
 from api.ids import to_global_id
 from api.settings import Settings
+from db import tables
 from db.tenancy import TenantContext, request_transaction
 from db.uuid7 import uuid7
 from tests.api.conftest import Api
@@ -281,18 +282,17 @@ async def test_only_the_invitee_can_accept_or_decline(api: Api, org_a: Org, org_
 async def expired_invitation(org: Org, email: str) -> str:
     """An invitation that expired yesterday, written as the org's admin."""
     context = TenantContext(organization_id=org.id, user_id=org.users["admin"], role="admin")
-    async with request_transaction(context) as (_, executor):
-        raw = await executor.fetchval(
-            "INSERT INTO organization_invitations "
-            "(organization_id, email, role, invited_by, created_at, expires_at) "
-            "VALUES ($1, $2, 'member', $3, $4, $5) RETURNING id",
-            org.id,
-            email,
-            org.users["admin"],
-            datetime.now(UTC) - timedelta(days=8),
-            datetime.now(UTC) - timedelta(days=1),
-        )
-    return to_global_id("Invitation", raw)
+    invitation = tables.OrganizationInvitation(
+        organization_id=org.id,
+        email=email,
+        role="member",
+        invited_by=org.users["admin"],
+        created_at=datetime.now(UTC) - timedelta(days=8),
+        expires_at=datetime.now(UTC) - timedelta(days=1),
+    )
+    async with request_transaction(context):
+        await tables.OrganizationInvitation.insert(invitation)
+    return to_global_id("Invitation", invitation.id)
 
 
 async def test_expired_revoked_and_declined_invitations_cannot_be_accepted(

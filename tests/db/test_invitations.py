@@ -10,6 +10,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 
+from db import tables
 from db.tenancy import TenantContext, tenant_transaction
 from db.uuid7 import uuid7
 from tests.seed import Tenant, create_user
@@ -29,18 +30,17 @@ async def invite(
         if expired
         else (now, now + timedelta(days=7))
     )
-    async with tenant_transaction(tenant.context()) as tx:
-        invitation_id: UUID = await tx.connection.fetchval(
-            "INSERT INTO organization_invitations "
-            "(organization_id, email, role, invited_by, created_at, expires_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            tenant.organization_id,
-            email,
-            role,
-            tenant.owner_id,
-            created,
-            expires,
-        )
+    invitation = tables.OrganizationInvitation(
+        organization_id=tenant.organization_id,
+        email=email,
+        role=role,
+        invited_by=tenant.owner_id,
+        created_at=created,
+        expires_at=expires,
+    )
+    async with tenant_transaction(tenant.context()):
+        await tables.OrganizationInvitation.insert(invitation)
+    invitation_id: UUID = invitation.id
     return invitation_id
 
 

@@ -147,3 +147,26 @@ def test_toolkit_migrations_pass_the_gate(tmp_path: Path) -> None:
         """,
     )
     assert rules(tmp_path) == {}
+
+
+def test_a_snapshot_migration_passes_and_runs_nothing(tmp_path: Path) -> None:
+    """Its records are not rendered (they never run); a step in it is a finding."""
+    records = """
+        from piccolo.columns import Text
+        from db.migrate import snapshot_migration
+        async def forwards() -> MigrationManager:
+            manager = snapshot_migration(ID, DESCRIPTION)
+            manager.add_column(table_class_name="Task", tablename="tasks", column_name="notes",
+                               column_class=Text, params={"null": True, "default": None})
+            {extra}
+            return manager
+        """
+    quiet = write(tmp_path, "2030-01-01T00:00:01", records.replace("{extra}", "pass"))
+    noisy = write(
+        tmp_path,
+        "2030-01-01T00:00:02",
+        records.replace("{extra}", "manager.add_raw(lambda: None)"),
+    )
+    found = rules(tmp_path)
+    assert quiet not in found
+    assert found[noisy] == {"snapshot-runs-sql"}

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from db import tables
 from db.tenancy import tenant_transaction
 from db.uuid7 import uuid7
 from tests.conftest import ScratchDatabase
@@ -177,29 +178,26 @@ async def test_events_are_visible_only_to_their_tenant_and_cannot_be_forged(
 async def test_a_user_reads_their_own_membership_events_in_every_tenant(
     tenant_a: Tenant, tenant_b: Tenant
 ) -> None:
-    async with tenant_transaction(tenant_b.context()) as tx:
-        await tx.connection.execute(
-            "INSERT INTO organization_members (organization_id, user_id, role) "
-            "VALUES ($1, $2, 'viewer')",
-            tenant_b.organization_id,
-            tenant_a.member_id,
+    async with tenant_transaction(tenant_b.context()):
+        await tables.OrganizationMember.insert(
+            tables.OrganizationMember(
+                organization_id=tenant_b.organization_id, user_id=tenant_a.member_id, role="viewer"
+            )
         )
+    event = tables.RealtimeEvent
     # Tenant a's member, in tenant a's context, sees their membership of tenant b arrive...
-    async with tenant_transaction(
-        tenant_a.context(user_id=tenant_a.member_id, role="member")
-    ) as tx:
-        mine = await tx.connection.fetch(
-            "SELECT organization_id, action FROM realtime_events "
-            "WHERE topic = 'member' AND scope_id = $1",
-            tenant_a.member_id,
+    async with tenant_transaction(tenant_a.context(user_id=tenant_a.member_id, role="member")):
+        mine = await event.select(event.organization_id, event.action, event.xid).where(
+            (event.topic == "member") & (event.scope_id == tenant_a.member_id)
         )
-        others = await tx.connection.fetchval(
-            "SELECT count(*) FROM realtime_events WHERE organization_id = $1 "
-            "AND NOT (topic = 'member' AND scope_id = $2)",
-            tenant_b.organization_id,
-            tenant_a.member_id,
+        others = await event.count().where(
+            (event.organization_id == tenant_b.organization_id)
+            & ((event.topic != "member") | (event.scope_id != tenant_a.member_id))
         )
-    assert (tenant_b.organization_id, "insert") in [tuple(r) for r in mine]
+    assert (tenant_b.organization_id, "insert") in [
+        (r["organization_id"], r["action"]) for r in mine
+    ]
+    assert all(isinstance(r["xid"], int) for r in mine)  # xid8, read through db.columns.Xid8
     # ... and nothing else of tenant b's.
     assert others == 0
 

@@ -9,6 +9,7 @@ from uuid import UUID
 import asyncpg
 import pytest
 
+from db import tables
 from db.tenancy import tenant_transaction
 from db.uuid7 import uuid7
 from tests.seed import Tenant
@@ -20,18 +21,19 @@ async def chain(tenant: Tenant, length: int, under: UUID | None = None) -> list[
     """``length`` tasks, each the child of the one before, in one statement."""
     ids = [uuid7() for _ in range(length)]
     parents = [under, *ids[:-1]]
-    async with tenant_transaction(tenant.context(user_id=tenant.member_id, role="member")) as tx:
-        await tx.connection.execute(
-            """INSERT INTO tasks (id, organization_id, project_id, parent_task_id, title,
-                                  created_by)
-               SELECT i, $3, $4, p, 'link', $5
-               FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS c(i, p, n) ORDER BY n""",
-            ids,
-            parents,
-            tenant.organization_id,
-            tenant.project_id,
-            tenant.member_id,
+    rows = [
+        tables.Task(
+            id=task_id,
+            organization_id=tenant.organization_id,
+            project_id=tenant.project_id,
+            parent_task_id=parent,
+            title="link",
+            created_by=tenant.member_id,
         )
+        for task_id, parent in zip(ids, parents, strict=True)
+    ]
+    async with tenant_transaction(tenant.context(user_id=tenant.member_id, role="member")):
+        await tables.Task.insert(*rows)  # one INSERT ... VALUES, in this order
     return ids
 
 

@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -57,7 +58,7 @@ async def enrich(tenant: Tenant, guest_id: UUID) -> None:
     context = TenantContext(
         organization_id=tenant.organization_id, user_id=tenant.owner_id, role="owner"
     )
-    async with tenant_transaction(context) as transaction:
+    async with tenant_transaction(context):
         await tables.OrganizationMember.insert(
             tables.OrganizationMember(
                 organization_id=tenant.organization_id,
@@ -66,23 +67,24 @@ async def enrich(tenant: Tenant, guest_id: UUID) -> None:
                 invited_by=tenant.owner_id,
             )
         )
-        connection = transaction.connection
-        await connection.execute(
-            "INSERT INTO organization_invitations (organization_id, email, role, invited_by, expires_at) "
-            "VALUES ($1, $2, 'member', $3, now() + interval '7 days')",
-            tenant.organization_id,
-            f"invitee-{tenant.slug}@example.test",
-            tenant.owner_id,
+        await tables.OrganizationInvitation.insert(
+            tables.OrganizationInvitation(
+                organization_id=tenant.organization_id,
+                email=f"invitee-{tenant.slug}@example.test",
+                role="member",
+                invited_by=tenant.owner_id,
+                expires_at=datetime.now(UTC) + timedelta(days=7),
+            )
         )
-        await connection.execute(
-            "UPDATE tasks SET status = 'done' WHERE id = $1", tenant.child_task_id
+        await tables.Task.update({tables.Task.status: "done"}).where(
+            tables.Task.id == tenant.child_task_id
         )
     member = TenantContext(
         organization_id=tenant.organization_id, user_id=tenant.member_id, role="member"
     )
-    async with tenant_transaction(member) as transaction:
-        await transaction.connection.execute(
-            "UPDATE task_comments SET content = 'Edited' WHERE id = $1", tenant.comment_id
+    async with tenant_transaction(member):
+        await tables.TaskComment.update({tables.TaskComment.content: "Edited"}).where(
+            tables.TaskComment.id == tenant.comment_id
         )
 
 
