@@ -8,16 +8,21 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
-from graphql import DocumentNode, ExecutionResult, GraphQLError, OperationDefinitionNode
-from graphql.execution.values import get_variable_values
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    GraphQLSchema,
+    OperationDefinitionNode,
+)
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from api import cost, errors, faults, inputs, metrics
 from api.auth import TRANSACTION_KEY, Auth
 from api.context import Context
 from api.logs import RateLimitedLog, failure_kind
 from api.mutations.base import rolled_back
-from api.settings import Settings
+from api.settings import Settings, get_settings
 from db.errors import DatabaseError
 from db.tenancy import LazyExecutor, OpenTransaction, TenantContext
 
@@ -238,10 +243,11 @@ class Observe(SchemaExtension):
 
 
 class OperationLimits(SchemaExtension):
-    """The bounds of ``api.cost`` on the resolver path: the document's (operations, expanded
-    fields, authentication mutations alone, introspection) before validation, so a costly
-    document is refused before graphql-core walks it; string maxima and the node cost at
-    execution, from the coerced variables (defaults applied), before the transaction opens."""
+    """The bounds of ``api.cost`` on the resolver path that need no variables: the
+    document's (operations, expanded fields, authentication mutations alone,
+    introspection), before validation, so a costly document is refused before graphql-core
+    walks it. The bounds that need the coerced variables are checked by
+    ``CheckedExecutionContext`` on the values execution uses."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -271,31 +277,23 @@ class OperationLimits(SchemaExtension):
         if {"__schema", "__type"}.intersection(cost.root_fields(document, operation)):
             raise errors.Unauthenticated("introspection needs an authenticated caller here")
 
-    def on_execute(self) -> Iterator[None]:
-        context = self.execution_context
-        document = context.graphql_document
-        if document is not None and context.result is None:
-            try:
-                operation = cost.select_operation(
-                    document, getattr(context, "_provided_operation_name", None)
-                )
-            except GraphQLError:
-                operation = None
-            if operation is not None:
-                coerced = get_variable_values(
-                    context.schema._schema,
-                    operation.variable_definitions or (),
-                    context.variables or {},
-                )
-                if isinstance(coerced, list):
-                    # Variables that do not coerce: reported as graphql-core reports them,
-                    # and nothing runs (no transaction is opened).
-                    context.result = ExecutionResult(data=None, errors=coerced)
-                else:
-                    try:
-                        cost.check_operation(
-                            context.schema._schema, document, operation, coerced, self.settings
-                        )
-                    except (cost.CostError, errors.ApiError) as over:
-                        context.result = ExecutionResult(data=None, errors=[over])
-        yield
+
+class CheckedExecutionContext(StrawberryGraphQLCoreExecutionContext):
+    """graphql-core's execution context, with the bounds that need the coerced variables
+    (``api.cost.check_operation``: string maxima, the node cost) checked on the very values
+    execution then uses: the variables are coerced once, by graphql-core (defaults
+    applied, ``null`` as the spec says), as the compiler coerces them once per statement.
+    Variables that do not coerce are graphql-core's errors; nothing runs either way."""
+
+    @classmethod
+    def build(cls, schema: GraphQLSchema, document: DocumentNode, *args: Any, **kwargs: Any) -> Any:
+        built = super().build(schema, document, *args, **kwargs)
+        if isinstance(built, list):
+            return built
+        context = built.context_value
+        settings = getattr(context, "settings", None) or get_settings()
+        try:
+            cost.check_operation(schema, document, built.operation, built.variable_values, settings)
+        except (cost.CostError, errors.ApiError) as over:
+            return [over]
+        return built

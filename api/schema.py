@@ -20,7 +20,13 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from api import inputs
-from api.extensions import Observe, OperationLimits, OperationTransaction, SqlStatements
+from api.extensions import (
+    CheckedExecutionContext,
+    Observe,
+    OperationLimits,
+    OperationTransaction,
+    SqlStatements,
+)
 from api.mutations.auth import AuthMutations
 from api.mutations.comments import CommentMutations
 from api.mutations.invitations import InvitationMutations
@@ -91,6 +97,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         *MaxAliasesLimiter(max_alias_count=settings.taskql_max_aliases).validation_rules,
     ]
     return Schema(
+        # The node cost and string maxima on the variables execution uses (coerced once).
+        execution_context_class=CheckedExecutionContext,
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
