@@ -310,6 +310,7 @@ class TaskqlGraphQL(GraphQL[Context, None]):
             auth=auth,
             settings=self.settings,
             login_limits=self.login_limits,
+            compiler=self.compiler,
         )
 
     async def process_result(

@@ -17,6 +17,7 @@ from db.engine import Transaction
 from db.executor import Executor
 
 if TYPE_CHECKING:
+    from api.compiler import Compiler
     from api.loaders import Loaders
     from api.ratelimit import LoginLimits
 
@@ -39,6 +40,8 @@ class Context:
     failed: bool = False
     #: The resolve info of every mutation that completed (rewritten if the operation fails).
     completed_mutations: list[Any] = field(default_factory=list)
+    #: The compiler (None with compiled queries off): mutation payloads are read back by it.
+    compiler: Compiler | None = None
     _loaders: Loaders | None = None
 
     @property

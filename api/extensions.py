@@ -17,7 +17,7 @@ from graphql import (
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from api import cost, errors, faults, inputs, metrics
+from api import cost, errors, faults, inputs, metrics, readback
 from api.auth import TRANSACTION_KEY, Auth
 from api.context import Context
 from api.logs import RateLimitedLog, failure_kind
@@ -58,14 +58,19 @@ class OperationTransaction(SchemaExtension):
         if opened is not None and opened.open:
             # Begun by the middleware, whose first statement authenticated the caller.
             context.executor = opened.executor
+            read_back = self._plan_read_back(context)
             try:
                 yield
+                if read_back is not None and not self._failed(context):
+                    await self._read_back(context, read_back)
             except BaseException:
                 await opened.close()
                 raise
             if self._failed(context):
                 await opened.rollback()
                 self._report_rollback(context)
+                if read_back is not None and self.execution_context.result is not None:
+                    read_back.clear(self.execution_context.result.data)
             else:
                 await opened.commit()
             return
@@ -83,6 +88,57 @@ class OperationTransaction(SchemaExtension):
         await executor.end(commit=not failed)
         if failed:
             self._report_rollback(context)
+
+    def _plan_read_back(self, context: Context) -> readback.ReadBack | None:
+        """The compiled read-back of this mutation's payload objects (``api.readback``);
+        the document executed becomes the one whose payloads select only ids."""
+        execution = self.execution_context
+        auth = context.auth
+        document = execution.graphql_document
+        if context.compiler is None or document is None or auth.viewer is None:
+            return None
+        if auth.tenant is None:
+            return None
+        try:
+            operation = cost.select_operation(
+                document, getattr(execution, "_provided_operation_name", None)
+            )
+        except GraphQLError:
+            return None
+        planned = readback.plan(
+            context.compiler,
+            execution.schema._schema,
+            document,
+            operation,
+            execution.variables or {},
+            auth.tenant.organization_id,
+            auth.viewer.user_id,
+            auth.tenant.role,
+        )
+        if planned is not None:
+            execution.graphql_document = planned.document
+        return planned
+
+    async def _read_back(self, context: Context, planned: readback.ReadBack) -> None:
+        result = self.execution_context.result
+        data = result.data if result is not None else None
+        ids = planned.ids(data)
+        if data is None or ids is None or context.compiler is None:
+            return
+        auth = context.auth
+        assert auth.viewer is not None
+        assert auth.tenant is not None
+        tenant, role = auth.tenant.organization_id, auth.tenant.role
+        if context.organization_id is not None and context.organization_id != tenant:
+            # A new organization became the operation's tenant: its creator owns it.
+            tenant, role = context.organization_id, "owner"
+        prepared = context.compiler.read_back(
+            planned.query, {**planned.variables, **ids}, tenant, auth.viewer.user_id, role
+        )
+        if prepared is None:  # it compiled with a stand-in id: it cannot fail with a real one
+            raise RuntimeError("a mutation payload's read-back did not compile")
+        sql, params = prepared
+        planned.splice(data, await context.db.fetchval(sql, *params))
 
     def _report_rollback(self, context: Context) -> None:
         """The payloads of the mutations that completed say they were rolled back."""

@@ -203,6 +203,33 @@ class Compiler:
             return None
         return statement.sql, statement.bind(tenant_id, viewer_id, role)
 
+    def read_back(
+        self,
+        query: str,
+        variables: dict[str, Any],
+        tenant_id: UUID,
+        viewer_id: UUID,
+        role: str | None,
+    ) -> tuple[str, list[Any]] | None:
+        """A mutation payload's read-back (``api.readback``): like ``prepare``, but the
+        rendered statement is not cached (its ids are new every time; caching them would
+        push out the queries' statements)."""
+        plan = self.plan(query, None)
+        if plan is None:
+            return None
+        coerced = get_variable_values(
+            self.schema, plan.operation.variable_definitions or (), variables
+        )
+        if isinstance(coerced, list):
+            return None
+        try:
+            statement = self.statement(plan, coerced, True)
+        except (Unsupported, ApiError):
+            return None
+        if statement.cost > self.settings.taskql_max_nodes or statement.role is not None:
+            return None
+        return statement.sql, statement.bind(tenant_id, viewer_id, role)
+
     def _coerced_statement(
         self,
         query: str,

@@ -1,0 +1,156 @@
+"""Mutation payloads read back by the compiler (``api/readback.py``): the object a mutation
+returns is answered by ONE compiled statement after the writes, and answers exactly what the
+resolvers answer for the same object (read through them right after), for two tenants and
+each role that may write; failed and rolled-back operations answer as before."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.api.conftest import api_client
+from tests.api.test_compiled import enrich
+from tests.api.world import Org
+
+TASK = """id title description status priority dueDate completedAt
+  project { name organization { slug } }
+  parent { title } assignee { displayName } createdBy { email }
+  ancestors { title }
+  subtasks(first: 2) { totalCount nodes { title } }
+  comments(first: $n) { totalCount edges { cursor node { content author { displayName } history { content } } } }
+  history(first: 3) { nodes { action changes ipAddress actor { displayName } } }
+  ...Dates"""
+FRAGMENTS = "fragment Dates on Task { createdAt updatedAt __typename }"
+COMMENT = """id content createdAt editedAt deletedAt author { displayName }
+  task { title comments(first: 5) { totalCount } } history { content replacedBy { email } }"""
+PROJECT = """id name description status archived archivedAt createdBy { email }
+  taskCountsByStatus { status count }
+  tasks(first: 2, orderBy: PRIORITY) { pageInfo { hasNextPage endCursor } nodes { title } }"""
+
+Variables = Callable[[Org], dict[str, Any]]
+#: (mutation, payload object field, its type, the mutation's arguments and variables, the
+#: object's selection, variables, fragments)
+CASES: list[tuple[str, str, str, str, str, str, Variables, str]] = [
+    (
+        "createTask",
+        "task",
+        "Task",
+        "$p: ID!, $n: Int!",
+        '(input: {projectId: $p, title: "Read me back", priority: 3, '
+        'dueDate: "2027-03-04T05:06:07.123456Z"})',
+        TASK,
+        lambda org: {"p": org.project, "n": 3},
+        FRAGMENTS,
+    ),
+    (
+        "updateTask",
+        "task",
+        "Task",
+        "$id: ID!, $n: Int!",
+        '(input: {id: $id, title: "Renamed \\u00e9", status: DONE})',
+        TASK,
+        lambda org: {"id": org.task(3), "n": 2},
+        FRAGMENTS,
+    ),
+    (
+        "addComment",
+        "comment",
+        "Comment",
+        "$id: ID!",
+        '(input: {taskId: $id, content: "Hello \\"you\\"\\n"})',
+        COMMENT,
+        lambda org: {"id": org.task(0)},
+        "",
+    ),
+    (
+        "updateProject",
+        "project",
+        "Project",
+        "$id: ID!",
+        '(input: {id: $id, description: "New words"})',
+        PROJECT,
+        lambda org: {"id": org.project},
+        "",
+    ),
+]
+
+
+def _documents(case: tuple[Any, ...]) -> tuple[str, str]:
+    name, key, type_name, definitions, arguments, selection, _, fragments = case
+    mutation = (
+        f"mutation({definitions}) {{ {name}{arguments} "
+        f"{{ errors {{ code }} {key} {{ {selection} }} }} }} {fragments}"
+    )
+    used = ", ".join(d for d in definitions.split(", ") if f"${d.split(':')[0][1:]}" in selection)
+    read = (
+        f"query($readId: ID!{', ' + used if used else ''}) {{ node(id: $readId) "
+        f"{{ ... on {type_name} {{ {selection} }} }} }} {fragments}"
+    )
+    return mutation, read
+
+
+#: The least role each mutation needs (members write tasks and comments, admins projects).
+LEAST_ROLE = {"createTask": "member", "updateTask": "member", "addComment": "member"}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("rank", ["owner", "least"])
+async def test_a_payload_read_back_answers_as_the_resolvers_do(
+    pool: asyncpg.Pool, org_a: Org, org_b: Org, case: tuple[Any, ...], rank: str
+) -> None:
+    name, key = case[0], case[1]
+    role = "owner" if rank == "owner" else LEAST_ROLE.get(name, "admin")
+    mutation, read = _documents(case)
+    for org in (org_a, org_b):
+        await enrich(org)
+    async with api_client(True) as compiled, api_client(False) as resolvers:
+        for org in (org_a, org_b):
+            variables = case[6](org)
+            written = await compiled(mutation, variables, as_=(org, role))
+            assert "errors" not in written, written
+            payload = written["data"][name]
+            assert payload["errors"] == []
+            obj = payload[key]
+            assert obj is not None
+            # The same object through the resolvers, right after: the same answer.
+            reread = await resolvers(read, {**variables, "readId": obj["id"]}, as_=(org, role))
+            assert "errors" not in reread, reread
+            assert obj == reread["data"]["node"]
+            # The object is the writer's tenant's: the other tenant cannot read it.
+            other = org_b if org is org_a else org_a
+            hidden = await resolvers(read, {**variables, "readId": obj["id"]}, as_=(other, role))
+            assert hidden["data"]["node"] is None
+            # The read-back is ONE statement where the resolvers need several.
+            again = await resolvers(mutation, variables, as_=(org, role))
+            assert again["data"][name]["errors"] == []
+            assert written["extensions"]["sqlStatements"] < again["extensions"]["sqlStatements"]
+
+
+async def test_a_viewer_is_refused_and_a_rolled_back_payload_says_so_on_both_paths(
+    pool: asyncpg.Pool, org_a: Org, org_b: Org
+) -> None:
+    forbidden = (
+        'mutation($id: ID!) { updateTask(input: {id: $id, title: "No"}) '
+        "{ task { id title project { name } } errors { code } } }"
+    )
+    rolled_back = (
+        'mutation($p: ID!) { a: createTask(input: {projectId: $p, title: "kept?"}) '
+        "{ task { id title project { name } } errors { code } } "
+        'b: createProject(input: {name: "not for members"}) { project { id } errors { code } } }'
+    )
+    answers: dict[bool, list[Any]] = {}
+    for compiled in (True, False):
+        async with api_client(compiled) as api:
+            for org in (org_a, org_b):
+                viewer = await api(forbidden, {"id": org.task(0)}, as_=(org, "viewer"))
+                member = await api(rolled_back, {"p": org.project}, as_=(org, "member"))
+                answers.setdefault(compiled, []).append((viewer["data"], member["data"]))
+    assert answers[True] == answers[False]
+    viewer_data, member_data = answers[True][0]
+    assert viewer_data["updateTask"]["task"] is None
+    assert [e["code"] for e in viewer_data["updateTask"]["errors"]] == ["FORBIDDEN"]
+    assert member_data["a"]["task"] is None
+    assert [e["code"] for e in member_data["a"]["errors"]] == ["ROLLED_BACK"]
