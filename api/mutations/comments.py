@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 import strawberry
 
 from api import validation
@@ -44,7 +46,7 @@ def _check(content: str) -> None:
         raise Failed(invalid(problem, "content"))
 
 
-async def _own_comment(run: Run, global_id: str, admin_may: bool) -> object:
+async def _own_comment(run: Run, global_id: str, admin_may: bool) -> UUID:
     comment_id = decode_id(global_id, "Comment")
     row = await run.context.loaders.comment.load(comment_id)
     if row is None or row["deleted_at"] is not None:
@@ -83,7 +85,7 @@ class CommentMutations:
             run.tenant("member")
             _check(input.content)
             comment_id = await _own_comment(run, input.id, admin_may=False)
-            row = await comments.edit(info.context.db, comment_id, input.content)  # type: ignore[arg-type]
+            row = await comments.edit(info.context.db, comment_id, input.content)
             if row is None:
                 raise Failed(not_found("no such comment", "id"))
             return CommentPayload(comment=Comment.from_row(row))
@@ -94,7 +96,7 @@ class CommentMutations:
         async with mutation(info) as run:
             run.tenant("member")
             comment_id = await _own_comment(run, input.id, admin_may=True)
-            row = await comments.soft_delete(info.context.db, comment_id)  # type: ignore[arg-type]
+            row = await comments.soft_delete(info.context.db, comment_id)
             if row is None:
                 raise Failed(not_found("no such comment", "id"))
             return CommentPayload(comment=Comment.from_row(row))
