@@ -154,3 +154,42 @@ async def test_a_viewer_is_refused_and_a_rolled_back_payload_says_so_on_both_pat
     assert [e["code"] for e in viewer_data["updateTask"]["errors"]] == ["FORBIDDEN"]
     assert member_data["a"]["task"] is None
     assert [e["code"] for e in member_data["a"]["errors"]] == ["ROLLED_BACK"]
+
+
+async def test_several_mutations_aliases_and_directives_read_back_alike(
+    pool: asyncpg.Pool, org_a: Org, org_b: Org
+) -> None:
+    """Two mutations in one operation, aliased payload objects, a skipped one, a fragment
+    at the payload level (left to the resolvers): the same data on both paths."""
+    mutation = """mutation($p: ID!, $t: ID!, $skip: Boolean!) {
+      one: createTask(input: {projectId: $p, title: "first"}) {
+        made: task { title priority project { name } } shown: task @skip(if: $skip) { id }
+        errors { code } }
+      two: addComment(input: {taskId: $t, content: "second"}) { ...Payload }
+      three: updateTask(input: {id: $t, priority: 2}) { task { priority } errors { code } }
+    }
+    fragment Payload on CommentPayload { comment { content task { title } } errors { code } }"""
+    answers = []
+    for compiled in (True, False):
+        async with api_client(compiled) as api:
+            for org in (org_a, org_b):
+                body = await api(
+                    mutation,
+                    {"p": org.project, "t": org.task(1), "skip": True},
+                    as_=(org, "member"),
+                )
+                assert "errors" not in body, body
+                answers.append(body["data"])
+    assert answers[0] == answers[2]
+    assert answers[1] == answers[3]
+    assert answers[0]["one"] == {
+        "made": {
+            "title": "first",
+            "priority": 0,
+            "project": {"name": answers[0]["one"]["made"]["project"]["name"]},
+        },
+        "errors": [],
+    }
+    assert "shown" not in answers[0]["one"]
+    assert answers[0]["two"]["comment"]["content"] == "second"
+    assert answers[0]["three"] == {"task": {"priority": 2}, "errors": []}
