@@ -56,6 +56,20 @@ WAIT = 10
 MAX_CLUSTER_BYTES = 2 * 1024**3
 
 
+async def connect(dsn: str) -> asyncpg.Connection:
+    """A direct connection whose every wait is bounded: connecting, and each statement (on a
+    standby whose replay is paused while it holds a lock replayed from the primary, say an
+    autovacuum truncation's, a query of that table would otherwise wait until replay resumes,
+    that is forever)."""
+    milliseconds = str(WAIT * 1000)
+    return await asyncpg.connect(
+        dsn,
+        timeout=WAIT,
+        command_timeout=WAIT,
+        server_settings={"statement_timeout": milliseconds, "lock_timeout": milliseconds},
+    )
+
+
 def cannot(reason: str) -> NoReturn:
     if IN_CI:
         pytest.fail(f"CI=true: the read-replica tests must run here, but {reason}")
@@ -119,7 +133,7 @@ def standby_server(test_database: ScratchDatabase) -> Iterator[standby.Standby]:
 
 
 async def _cluster_bytes(dsn: str) -> int:
-    connection = await asyncpg.connect(dsn, timeout=WAIT)
+    connection = await connect(dsn)
     try:
         size: int = await connection.fetchval(
             "SELECT sum(pg_database_size(oid))::bigint FROM pg_database", timeout=WAIT
@@ -135,7 +149,7 @@ def _target(test_database: ScratchDatabase) -> Upstream:
 
 
 async def _admin(server: standby.Standby) -> asyncpg.Connection:
-    return await asyncpg.connect(server.admin_dsn(), timeout=WAIT)  # cluster-wide state only
+    return await connect(server.admin_dsn())  # cluster-wide state only
 
 
 async def _on_replica(server: standby.Standby, statement: str) -> None:
@@ -148,7 +162,7 @@ async def _on_replica(server: standby.Standby, statement: str) -> None:
 
 async def caught_up(server: standby.Standby, seconds: float = 30) -> None:
     """Until the replica has replayed everything the primary has written so far."""
-    primary = await asyncpg.connect(server.primary_dsn, timeout=WAIT)
+    primary = await connect(server.primary_dsn)
     try:
         target = parse_lsn(
             await primary.fetchval("SELECT pg_current_wal_lsn()::text", timeout=WAIT)
@@ -242,7 +256,7 @@ async def rename(api: Api, org: Org, name: str) -> httpx.Response:
 
 
 async def test_the_replica_is_a_standby_of_the_primarys_version(replica: standby.Standby) -> None:
-    primary = await asyncpg.connect(replica.primary_dsn, timeout=WAIT)
+    primary = await connect(replica.primary_dsn)
     connection = await _admin(replica)
     try:
         version = await primary.fetchval("SHOW server_version_num", timeout=WAIT)
@@ -426,7 +440,7 @@ async def test_tenant_isolation_holds_on_the_replica(
     assert body["data"] == {"node": None}
     # The policies are in the replicated schema: the server role on the replica itself.
     target = _target(test_database)
-    connection = await asyncpg.connect(replica.dsn(target.user, target.database), timeout=WAIT)
+    connection = await connect(replica.dsn(target.user, target.database))
     try:
         assert await connection.fetchval("SELECT pg_is_in_recovery()")
         assert await connection.fetchval("SELECT count(*) FROM tasks") == 0  # no tenant set
