@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -73,11 +74,25 @@ def replication_accepted(url: str) -> bool:
     return result.returncode == 0
 
 
+def _dead_run(line: str) -> bool:
+    """A line this script added for a .ci/run (``taskql_ci_<pid>``) whose process is gone."""
+    found = re.search(rf"{re.escape(MARKER)} taskql_ci_(\d+)$", line)
+    return found is not None and not Path(f"/proc/{found[1]}").exists()
+
+
 def main(action: str, url: str, tag: str) -> int:
     path, numbers = asyncio.run(hba(url))
     if action == "add":
         text = path.read_text()
         lines = text.splitlines()
+        stale = [line for line in lines if _dead_run(line)]
+        if stale:  # left by runs killed before their EXIT trap (SIGKILL)
+            text = "".join(f"{line}\n" for line in lines if line not in stale)
+            with path.open("r+") as file:
+                file.write(text)
+                file.truncate()
+            print(f"ci: removed {len(stale)} replication rule(s) of runs that are gone")
+            return main(action, url, tag)
         theirs = [n for n in numbers if MARKER not in lines[n - 1]]
         if theirs:
             print(f"ci: {path} has a replication rule already (line {theirs[0]})")
