@@ -171,11 +171,14 @@ class OpenTransaction:
             raise RuntimeError("the request's transaction has already ended")
         try:
             if connection.is_in_transaction():
-                await cast(Connection, connection).end_transaction(commit)
-                if commit and self.want_lsn:
-                    # After the COMMIT returned: a standby that has replayed up to here has
-                    # replayed the commit record (docs/operations/deploy.md, "Read replicas").
-                    self.commit_lsn = await connection.fetchval(COMMIT_LSN_SQL)
+                # After the COMMIT returned, the WAL position: a standby that has replayed up
+                # to it has replayed the commit record (docs/operations/deploy.md, "Read
+                # replicas").
+                lsn = await cast(Connection, connection).end_transaction(
+                    commit, COMMIT_LSN_SQL if commit and self.want_lsn else None
+                )
+                if lsn is not None:
+                    self.commit_lsn = lsn
         finally:
             # The pool's reset rolls back whatever a failed COMMIT left open.
             await self._pool.release(connection)
