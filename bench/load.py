@@ -588,11 +588,22 @@ def main(
                 pids = [p for process in processes for p in tree(process)]
                 return pids, [process.pid for process in processes]
 
-            plan: list[Target] = []
+            # Groups of targets measured alternately, run by run (an operation and its
+            # variants; the main query with both references): their ratios compare runs
+            # minutes apart at most, on a machine whose load drifts.
+            groups: list[list[Target]] = []
+            main_script = script("limit", MAIN_QUERY)
+            references = [
+                Target(LIMIT_HANDWRITTEN, limit_port, *shared(limit), main_script),
+                Target(
+                    LIMIT_POSTGRAPHILE, limit_port, *shared(limit), main_script, "/postgraphile"
+                ),
+            ]
             for name, q in OPERATIONS.items():
                 if only and not any(word in name for word in only):
                     continue
-                plan.append(Target(name, api_port, *shared(api), script(name, q)))
+                plan: list[Target] = [Target(name, api_port, *shared(api), script(name, q))]
+                groups.append(plan)
                 if name.startswith("main query"):
                     plan.append(
                         Target(
@@ -605,6 +616,8 @@ def main(
                     plan.append(
                         Target(name + REUSEPORT, reuse_port, *each_own(reuse), script(name, q))
                     )
+                    plan += references
+                    references = []
                 if behind is not None and bouncer is not None and bouncer.process is not None:
                     pids, worker_pids = shared(behind)
                     # PgBouncer's own CPU counts as the app's
@@ -626,68 +639,45 @@ def main(
                             script(name, q),
                         )
                     )
-            main_script = script("limit", MAIN_QUERY)
-            plan.append(Target(LIMIT_HANDWRITTEN, limit_port, *shared(limit), main_script))
-            plan.append(
-                Target(LIMIT_POSTGRAPHILE, limit_port, *shared(limit), main_script, "/postgraphile")
-            )
+            if references:
+                groups.append(references)
             for name, q in WRITES.items():
                 if only and not any(word in WRITE_PREFIX + name for word in only):
                     continue
-                plan.append(
-                    Target(
-                        WRITE_PREFIX + name,
-                        api_port,
-                        *shared(api),
-                        script(WRITE_PREFIX + name, q),
-                        concurrencies=list(write_concurrencies),
-                    )
+                groups.append(
+                    [
+                        Target(
+                            WRITE_PREFIX + name,
+                            api_port,
+                            *shared(api),
+                            script(WRITE_PREFIX + name, q),
+                            concurrencies=list(write_concurrencies),
+                        )
+                    ]
                 )
             read_mix = script("read mix", MAIN_QUERY)
-            for target in plan:
-                run_wrk(wrk, target.port, target.script, 8, 2, target.path)  # warm-up
-                for connections in target.concurrencies or concurrencies:
-                    runs = []
+            for group in groups:
+                for target in group:
+                    run_wrk(wrk, target.port, target.script, 8, 2, target.path)  # warm-up
+                for connections in group[0].concurrencies or concurrencies:
+                    by_target: dict[str, list[dict[str, Any]]] = {t.name: [] for t in group}
                     for _ in range(repeat):
-                        runs.append(
-                            measure(
-                                wrk,
-                                target,
-                                connections,
-                                duration,
-                                cluster,
-                                read_mix if target.concurrencies else None,
+                        for target in group:
+                            by_target[target.name].append(
+                                measure(
+                                    wrk,
+                                    target,
+                                    connections,
+                                    duration,
+                                    cluster,
+                                    read_mix if target.concurrencies else None,
+                                )
                             )
+                    for target in group:
+                        rows.append(
+                            summarise(target, connections, by_target[target.name], statements, rows)
                         )
-                    result = median_of(runs)
-                    result.update(
-                        operation=target.name,
-                        concurrency=connections,
-                        statements=statements.get(base_name(target.name), 1),
-                        runs=runs,
-                        breakdown=runs[0].pop("breakdown", {}),
-                    )
-                    for run in runs:
-                        run.pop("breakdown", None)
-                    if "read_mix_requests" in result:
-                        # The write's own statements: the read mix's requests at the main
-                        # query's count of this run taken out.
-                        main_count = next(
-                            (
-                                r["pg_statements_per_request"]
-                                for r in rows
-                                if r["operation"] == next(iter(OPERATIONS))
-                                and r["concurrency"] == 8
-                            ),
-                            4.0,
-                        )
-                        result["pg_statements_per_request"] = statistics.median(
-                            (run["pg_statements"] - main_count * run["read_mix_requests"])
-                            / max(run["requests"], 1)
-                            for run in runs
-                        )
-                    rows.append(result)
-                    print(line_of(result), flush=True)
+                        print(line_of(rows[-1]), flush=True)
             if balance_runs:
                 main_name = next(iter(OPERATIONS))
                 balance = {
@@ -732,6 +722,42 @@ def main(
         same,
         balance,
     )
+
+
+def summarise(
+    target: Target,
+    connections: int,
+    runs: list[dict[str, Any]],
+    statements: dict[str, int],
+    rows: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A row: the medians of ``runs``, with the runs themselves."""
+    result = median_of(runs)
+    result.update(
+        operation=target.name,
+        concurrency=connections,
+        statements=statements.get(base_name(target.name), 1),
+        runs=runs,
+        breakdown=runs[0].pop("breakdown", {}),
+    )
+    for run in runs:
+        run.pop("breakdown", None)
+    if "read_mix_requests" in result:
+        # The write's own statements: the read mix's requests at the main
+        # query's count of this run taken out.
+        main_count = next(
+            (
+                r["pg_statements_per_request"]
+                for r in rows
+                if r["operation"] == next(iter(OPERATIONS)) and r["concurrency"] == 8
+            ),
+            4.0,
+        )
+        result["pg_statements_per_request"] = statistics.median(
+            (run["pg_statements"] - main_count * run["read_mix_requests"]) / max(run["requests"], 1)
+            for run in runs
+        )
+    return result
 
 
 #: Per request, a task of the project at random and a fresh number (each wrk thread its own
