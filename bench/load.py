@@ -950,7 +950,8 @@ def write_results(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
+        # Changed code, not this folder's earlier results.
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
         capture_output=True,
         text=True,
         cwd=ROOT,
