@@ -128,9 +128,10 @@ class OpenTransaction:
     with ``close()`` whatever happened, which rolls back a transaction nobody ended.
 
     BEGIN is sent as a message of its own (with the connection settings behind PgBouncer:
-    ``db.engine.Engine.begin_sql``), and the COMMIT or ROLLBACK goes in one message
-    with the pool's reset query (``db.engine.Connection.end_transaction``): four round
-    trips a request (BEGIN, authentication, the operation, the end), not five.
+    ``db.engine.Engine.begin_sql``), and the COMMIT or ROLLBACK alone, or in one message
+    with the pool's reset query where the pool resets session state
+    (``db.engine.Connection.end_transaction``): four round trips a request (BEGIN,
+    authentication, the operation, the end), not five.
     """
 
     __slots__ = ("_pool", "commit_lsn", "connection", "executor", "want_lsn")
