@@ -431,7 +431,11 @@ async def _database() -> AsyncIterator[None]:
     if owned:
         if DB.dsn is None:
             DB.configure(resolve().require_server(), get_settings())
-        await DB.start_connection_pool()
+        # Every setting taskql makes is transaction-local: no reset query on release
+        # (DB_SESSION_RESET=1 restores asyncpg's).
+        await DB.start_connection_pool(
+            session_reset=bool(DB.settings and DB.settings.db_session_reset)
+        )
     try:
         yield
     finally:

@@ -1,14 +1,33 @@
 """Load benchmark: the hot operations against uvicorn (workers = cores), driven by wrk.
 
-Prerequisite: the large dataset (``TASKQL_DATABASE=taskql_large taskql seed``, or
-DATABASE_URL/MIGRATION_DATABASE_URL of a seeded database). For each operation and each
+Prerequisite: a seeded dataset (``TASKQL_DATABASE=taskql_large taskql seed``; a modest one,
+``--orgs 4 --users 200 --tasks-per-project 500``, is enough to compare within a run), or
+DATABASE_URL/MIGRATION_DATABASE_URL of a seeded database. For each operation and each
 concurrency (1, 8, 32), after a warm-up, wrk runs for a fixed time and reports req/s and
-latency percentiles; the same run measures the limit (``bench/limit_server.py``: one
-hand-written SQL statement per request) for the main query, and the CPU time each process
-used. Results go to bench/results/ as JSON and markdown (and a PNG chart when matplotlib is
-installed).
+latency percentiles. One run prints, per row:
 
-    TASKQL_DATABASE=taskql_large .venv/bin/python bench/load.py [--duration 10]
+- statements per request as PostgreSQL counts them: pg_stat_statements for the server role
+  (the embedded server preloads it; elsewhere when it is loaded), else the commit and
+  rollback counters of pg_stat_database (transactions, not statements: the output says
+  which); and taskql's own count (TASKQL_SQL_STATS);
+- CPU per request of the server's processes and of its own PostgreSQL cluster only (the
+  postmaster one of its backends belongs to, and that postmaster's children);
+- the main query's throughput as a share of two references served by
+  ``bench/limit_server.py``, which authenticates and sets the tenant context as taskql does
+  (``app_begin_request``, one statement) through the same pool: the cheapest hand-written
+  SQL for its data (``bench/main_query.sql``) and a statement giving taskql's exact response
+  in PostGraphile 5's shape (``bench/postgraphile_query.sql``; checked identical each run);
+- the main query on a server whose pool runs asyncpg's reset query on every release
+  (DB_SESSION_RESET=1), and on one uvicorn process per worker each with its own socket
+  (SO_REUSEPORT, ``bench/reuseport_worker.py``), as ratios to the default server;
+- a Relay refetch (``node``) and a write mix (createTask, updateTask, moveTask, assignTask,
+  completeTask, addComment with their usual payloads) at concurrency 8 and 32, each with a
+  read mix (the main query) running beside it.
+
+Results go to bench/results/ as JSON and markdown (and a PNG chart when matplotlib is
+installed), stamped with the commit.
+
+    TASKQL_DATABASE=taskql_bench .venv/bin/python bench/load.py [--duration 5] [--repeat 3]
 
 ``--pgbouncer`` also starts a real PgBouncer (``db.pgbouncer``, transaction pooling, as many
 server connections as the direct servers' pools hold in all) and a second API server behind
@@ -30,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -48,8 +68,8 @@ import asyncpg
 import psutil
 
 from api.ids import from_global_id, to_global_id
+from db import embedded, standby
 from db import pgbouncer as pgbouncer_launcher
-from db import standby
 from db.explain import find_sample, tenant_slugs
 from db.queries import users
 from db.settings import pool_size_for
@@ -65,20 +85,55 @@ ON_REPLICA = " [replica]"
 MAIN_QUERY = """query($id: ID!) { project(id: $id) { name tasks(first: 50) { edges { node {
   id title status priority assignee { id displayName }
   comments(first: 3) { nodes { id content author { id displayName } } } } } } } }"""
+#: The main query asks for a project's first 50 tasks in the default order, creation time
+#: ascending: the 50 OLDEST (the README says so).
 OPERATIONS = {
-    "main query (50 tasks, assignee, 3 comments + authors)": MAIN_QUERY,
+    "main query (50 oldest tasks, assignee, 3 comments + authors)": MAIN_QUERY,
     "project tasks by priority, with totalCount": "query($id: ID!) { project(id: $id) { tasks(first: 50, orderBy: PRIORITY, direction: DESC) { totalCount nodes { id title priority status } } } }",
     "task detail (ancestors, subtasks, history)": "query($t: ID!) { task(id: $t) { title ancestors { title } subtasks(first: 10) { nodes { title } } history(first: 5) { nodes { action createdAt } } } }",
     "search": '{ search(text: "billing export", first: 20) { nodes { rank node { __typename } } } }',
     "viewer with memberships": "{ viewer { user { email } memberships(first: 10) { nodes { role organization { slug } } } } }",
     "audit log page (newest 20, with actor)": "{ auditLog(first: 20) { edges { cursor node { action entityType changes createdAt actor { displayName } } } pageInfo { hasNextPage endCursor } } }",
+    # A Relay refetch: answered by the resolvers (not compiled).
+    "node refetch (a Task by global id)": "query($n: ID!) { node(id: $n) { id ... on Task { title status priority dueDate assignee { id displayName } } } }",
 }
+#: The write mix, each with its usual payload selection. ``$id`` is a task of the project
+#: drawn at random per request (wrk's Lua), ``$n`` a per-request number; run at the write
+#: concurrencies while a read mix (the main query, READ_MIX_CONNECTIONS) runs beside it.
+PAYLOAD_ERRORS = "errors { code message }"
+WRITES = {
+    "createTask": "mutation($p: ID!, $n: String!) { createTask(input: {projectId: $p, title: $n, priority: 2}) "
+    "{ task { id title status priority createdAt assignee { id } } " + PAYLOAD_ERRORS + " } }",
+    "updateTask": "mutation($id: ID!, $n: String!) { updateTask(input: {id: $id, title: $n, priority: 3}) "
+    "{ task { id title priority updatedAt } " + PAYLOAD_ERRORS + " } }",
+    "moveTask": "mutation($id: ID!) { moveTask(input: {id: $id, parentId: null}) "
+    "{ task { id parent { id } updatedAt } " + PAYLOAD_ERRORS + " } }",
+    "assignTask": "mutation($id: ID!, $u: ID!) { assignTask(input: {id: $id, assigneeId: $u}) "
+    "{ task { id assignee { id displayName } } " + PAYLOAD_ERRORS + " } }",
+    "completeTask": "mutation($id: ID!) { completeTask(input: {id: $id}) "
+    "{ task { id status completedAt } " + PAYLOAD_ERRORS + " } }",
+    "addComment": "mutation($id: ID!, $n: String!) { addComment(input: {taskId: $id, content: $n}) "
+    "{ comment { id content createdAt author { id displayName } } " + PAYLOAD_ERRORS + " } }",
+}
+WRITE_PREFIX = "write: "
+READ_MIX_CONNECTIONS = 4
+#: The two references, served by bench/limit_server.py (same authentication and context).
+LIMIT_HANDWRITTEN = "LIMIT: main query data, hand-written SQL (bench/main_query.sql)"
+LIMIT_POSTGRAPHILE = (
+    "LIMIT: same response, PostGraphile-5-shaped SQL (bench/postgraphile_query.sql)"
+)
+#: Suffix of the main query on the server whose workers each have a socket (SO_REUSEPORT).
+REUSEPORT = " [SO_REUSEPORT]"
+#: Suffix of the main query on a server whose pool resets session state on every release
+#: (DB_SESSION_RESET=1: asyncpg's four reset statements, as before 2026-12-02).
+SESSION_RESET = " [DB_SESSION_RESET=1]"
 LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {token}"
 wrk.headers["X-Organization"] = "{slug}"
 wrk.body = [[{body}]]
+{dynamic}
 done = function(summary, latency, requests)
   io.write(string.format('RESULT {{"requests": %d, "seconds": %f, "errors": %d, "non2xx": %d, "p50": %f, "p95": %f, "p99": %f}}\\n',
     summary.requests, summary.duration / 1e6, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
@@ -117,25 +172,46 @@ def wait_for(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
-def start(app: str, port: int, workers: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        app,
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
+def _uvicorn(app: str, extra: list[str]) -> list[str]:
+    command = [sys.executable, "-m", "uvicorn", app, *extra, "--log-level", "warning"]
+    command.append("--no-access-log")
     if app.endswith("create_app"):
         command.append("--factory")
+    return command
+
+
+def start(app: str, port: int, workers: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """uvicorn's own arrangement: one supervisor, ``workers`` processes sharing its socket."""
+    command = _uvicorn(app, ["--port", str(port), "--workers", str(workers)])
     process = subprocess.Popen(command, env=env, cwd=ROOT.parent)
     wait_for(port)
     return process
+
+
+def start_reuseport(
+    app: str, port: int, workers: int, env: dict[str, str]
+) -> list[subprocess.Popen[bytes]]:
+    """One uvicorn process per worker, each accepting on a listening socket of its own bound
+    to the same port with SO_REUSEPORT (bench/reuseport_worker.py): the kernel spreads
+    incoming connections over the sockets by a hash of their addresses, instead of handing
+    every waiting connection to whichever worker wakes first."""
+    command = [sys.executable, str(ROOT / "reuseport_worker.py"), app, str(port)]
+    if app.endswith("create_app"):
+        command.append("--factory")
+    processes = [subprocess.Popen(command, env=env, cwd=ROOT.parent) for _ in range(workers)]
+    deadline = time.monotonic() + 30
+    while not all(listening(process.pid, port) for process in processes):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not every worker listens on port {port}")
+        time.sleep(0.2)
+    return processes
+
+
+def listening(pid: int, port: int) -> bool:
+    return any(
+        c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        for c in psutil.Process(pid).net_connections(kind="tcp")
+    )
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -164,39 +240,137 @@ def tree(process: subprocess.Popen[bytes]) -> list[int]:
     return [parent.pid, *(c.pid for c in parent.children(recursive=True))]
 
 
-def postgres_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+class Cluster:
+    """The PostgreSQL cluster the servers use, and only it: its postmaster (the parent of a
+    backend of ours) and the postmaster's children, for the CPU; pg_stat_statements (or, where
+    it is not loaded, the commit counters) for the statements PostgreSQL ran as the server
+    role."""
+
+    def __init__(self, server_dsn: str, stats_dsn: str, server_role: str) -> None:
+        self.stats_dsn = stats_dsn
+        self.server_role = server_role
+        self.view = "pg_stat_statements"
+        self.postmaster = asyncio.run(self._postmaster(server_dsn))
+        self.counting = asyncio.run(self._prepare())
+
+    @staticmethod
+    async def _postmaster(dsn: str) -> int:
+        connection = await asyncpg.connect(dsn)
+        try:
+            backend = int(await connection.fetchval("SELECT pg_backend_pid()"))
+            return psutil.Process(backend).ppid()  # while the backend lives
+        finally:
+            await connection.close()
+
+    def pids(self) -> list[int]:
+        try:
+            parent = psutil.Process(self.postmaster)
+            return [parent.pid, *(c.pid for c in parent.children(recursive=True))]
+        except psutil.NoSuchProcess:
+            return []
+
+    async def _prepare(self) -> str:
+        connection = await asyncpg.connect(self.stats_dsn)
+        try:
+            loaded = "pg_stat_statements" in str(
+                await connection.fetchval("SHOW shared_preload_libraries")
+            )
+            schema = await connection.fetchval(
+                "SELECT quote_ident(n.nspname) FROM pg_extension e JOIN pg_namespace n "
+                "ON n.oid = e.extnamespace WHERE e.extname = 'pg_stat_statements'"
+            )
+            if loaded and schema is None:
+                with contextlib.suppress(asyncpg.PostgresError):
+                    await connection.execute("CREATE EXTENSION pg_stat_statements")
+                    schema = "public"
+            if loaded and schema is not None:
+                self.view = f"{schema}.pg_stat_statements"
+                with contextlib.suppress(asyncpg.PostgresError):
+                    await connection.fetchval(f"SELECT count(*) FROM {self.view}")
+                    return "pg_stat_statements"
+            return "pg_stat_database (transactions, not statements)"
+        finally:
+            await connection.close()
+
+    def snapshot(self) -> dict[str, float]:
+        return asyncio.run(self._snapshot())
+
+    async def _snapshot(self) -> dict[str, float]:
+        connection = await asyncpg.connect(self.stats_dsn)
+        try:
+            if self.counting == "pg_stat_statements":
+                rows = await connection.fetch(
+                    f"SELECT query, sum(calls) AS calls FROM {self.view} s "
+                    "JOIN pg_roles r ON r.oid = s.userid JOIN pg_database d ON d.oid = s.dbid "
+                    "WHERE r.rolname = $1 AND d.datname = current_database() GROUP BY query",
+                    self.server_role,
+                )
+                return {r["query"]: float(r["calls"]) for r in rows}
+            value = await connection.fetchval(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                "WHERE datname = current_database()"
+            )
+            return {"transactions": float(value)}
+        finally:
+            await connection.close()
 
 
-def run_wrk(wrk: str, port: int, script: Path, connections: int, seconds: int) -> dict[str, Any]:
-    threads = min(2, connections)
+def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {q: n - before.get(q, 0.0) for q, n in after.items() if n - before.get(q, 0.0) > 0}
+
+
+def run_wrk(
+    wrk: str, port: int, script: Path, connections: int, seconds: int, path: str = "/graphql"
+) -> dict[str, Any]:
     result = subprocess.run(
-        [
-            wrk,
-            f"-t{threads}",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(script),
-            f"http://127.0.0.1:{port}/graphql",
-        ],
+        wrk_command(wrk, port, script, connections, seconds, path),
         capture_output=True,
         text=True,
         check=True,
     )
-    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
+    return wrk_result(result.stdout)
+
+
+def wrk_command(
+    wrk: str, port: int, script: Path, connections: int, seconds: int, path: str = "/graphql"
+) -> list[str]:
+    threads = min(2, connections)
+    return [
+        wrk,
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}{path}",
+    ]
+
+
+def wrk_result(stdout: str) -> dict[str, Any]:
+    line = next(line for line in stdout.splitlines() if line.startswith("RESULT "))
     data: dict[str, Any] = json.loads(line[len("RESULT ") :])
     data["rps"] = data["requests"] / data["seconds"]
     return data
 
 
-async def session_for(owner_dsn: str, server_dsn: str) -> tuple[str, str, dict[str, str], int]:
+async def session_for(owner_dsn: str, server_dsn: str) -> tuple[str, str, dict[str, Any], int]:
     owner = await asyncpg.connect(owner_dsn)
     try:
         largest, _ = await tenant_slugs(owner)
         sample = await find_sample(owner, largest, largest)
+        async with owner.transaction():
+            await owner.execute("SET LOCAL ROLE taskql_maintenance")
+            write_ids = [
+                r["id"]
+                for r in await owner.fetch(
+                    "SELECT id FROM tasks WHERE organization_id = $1 AND project_id = $2 "
+                    "ORDER BY created_at DESC LIMIT 400",
+                    sample.organization_id,
+                    sample.project_id,
+                )
+            ]
     finally:
         await owner.close()
     token = secrets.token_urlsafe(32)
@@ -210,16 +384,26 @@ async def session_for(owner_dsn: str, server_dsn: str) -> tuple[str, str, dict[s
         )
     variables = {
         "id": to_global_id("Project", sample.project_id),
+        "p": to_global_id("Project", sample.project_id),
         "t": to_global_id("Task", sample.deep_task_id or sample.task_ids[0]),
+        "n": to_global_id("Task", sample.task_ids[0]),
+        "u": to_global_id("User", sample.user_id),
     }
     ids = {"org": str(sample.organization_id), "project": str(sample.project_id)}
-    return token, largest, {**variables, **ids}, sample.tasks_in_project
+    extra = {"write_ids": [to_global_id("Task", i) for i in write_ids]}
+    return token, largest, {**variables, **ids, **extra}, sample.tasks_in_project
+
+
+def graphql_variables(variables: dict[str, Any], query: str) -> dict[str, Any]:
+    """The variables ``query`` declares, from the sample's."""
+    return {k: v for k, v in variables.items() if f"${k}:" in query and isinstance(v, str)}
 
 
 async def statements_per_operation(
-    app_env: dict[str, str], token: str, slug: str, variables: dict[str, str]
+    token: str, slug: str, variables: dict[str, Any]
 ) -> dict[str, int]:
-    """The same operations once in-process, for their SQL statement counts."""
+    """The same operations once in-process, for their SQL statement counts as taskql counts
+    them (``TASKQL_SQL_STATS``: the statements it sends, not BEGIN, COMMIT or resets)."""
     import httpx
 
     from api.app import create_app
@@ -227,22 +411,45 @@ async def statements_per_operation(
     from db.engine import DB
 
     counts = {}
-    await DB.start_connection_pool()
+    await DB.start_connection_pool(session_reset=False)
     app = create_app(Settings(taskql_sql_stats=True))
+    operations = {**OPERATIONS, **{WRITE_PREFIX + k: v for k, v in WRITES.items()}}
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://bench"
     ) as client:
-        for name, query in OPERATIONS.items():
+        for name, query in operations.items():
+            given = graphql_variables(variables, query)
+            if name.startswith(WRITE_PREFIX):
+                given["id"] = variables["write_ids"][0]
+                given = {k: v for k, v in given.items() if f"${k}:" in query}
+            if "$n: String" in query:
+                given["n"] = "bench statements"
             response = await client.post(
                 "/graphql",
-                json={"query": query, "variables": variables},
+                json={"query": query, "variables": given},
                 headers={"Authorization": f"Bearer {token}", "X-Organization": slug},
             )
             body = response.json()
-            assert "errors" not in body, body
+            assert "errors" not in body, (name, body)
+            if name.startswith(WRITE_PREFIX):
+                payload = next(iter(body["data"].values()))
+                if payload["errors"]:
+                    print(f"{name}: payload errors {payload['errors']}", flush=True)
             counts[name] = body["extensions"]["sqlStatements"]
     await DB.close_connection_pool()
     return counts
+
+
+async def same_response(port: int, limit_port: int, token: str, slug: str, project: str) -> bool:
+    """Whether the PostGraphile-shaped reference answers what taskql answers."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}", "X-Organization": slug}
+    body = {"query": MAIN_QUERY, "variables": {"id": project}}
+    async with httpx.AsyncClient(headers=headers) as client:
+        ours = await client.post(f"http://127.0.0.1:{port}/graphql", json=body)
+        theirs = await client.post(f"http://127.0.0.1:{limit_port}/postgraphile", json=body)
+    return bool(ours.json() == theirs.json())
 
 
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -254,6 +461,24 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: statistics.median(run[k] for run in runs) for k in numeric}
 
 
+class Target:
+    """What one row of the table drives: a port and path, the processes whose CPU is the
+    app's, which of them are the workers, and the wrk script."""
+
+    def __init__(
+        self,
+        name: str,
+        port: int,
+        pids: list[int],
+        workers: list[int],
+        script: Path,
+        path: str = "/graphql",
+        concurrencies: list[int] | None = None,
+    ) -> None:
+        self.name, self.port, self.pids, self.workers = name, port, pids, workers
+        self.script, self.path, self.concurrencies = script, path, concurrencies
+
+
 def main(
     duration: int,
     concurrencies: list[int],
@@ -262,11 +487,21 @@ def main(
     repeat: int = 3,
     through_pgbouncer: bool = False,
     on_replica: bool = False,
+    write_concurrencies: tuple[int, ...] = (8, 32),
+    balance_runs: int = 10,
 ) -> None:
     wrk = ensure_wrk()
     targets = resolve()
     owner_dsn, server_dsn = targets.require_owner(), targets.require_server()
     token, slug, variables, project_size = asyncio.run(session_for(owner_dsn, server_dsn))
+    server_parts = pgbouncer_launcher.Upstream.parse(server_dsn)
+    stats_dsn = (
+        targets.embedded.dsn(embedded.SUPERUSER, server_parts.database)
+        if targets.embedded is not None
+        else owner_dsn
+    )
+    cluster = Cluster(server_dsn, stats_dsn, server_parts.user)
+    print(f"statements counted with {cluster.counting}", flush=True)
     workers = os.cpu_count() or 2
     if pool_size is None:
         # PostgreSQL runs on this machine: the pool sized to its cores, as `taskql serve` does.
@@ -278,21 +513,22 @@ def main(
         "DB_POOL_MAX_SIZE": str(pool_size),
         "TASKQL_LOGIN_ATTEMPTS_PER_IP": "1000000",
     }
-    statements = asyncio.run(statements_per_operation(env, token, slug, variables))
-    api_port, limit_port = free_port(), free_port()
+    statements = asyncio.run(statements_per_operation(token, slug, variables))
+    api_port, limit_port, reuse_port = free_port(), free_port(), free_port()
     api = start("api.app:create_app", api_port, workers, env)
     limit = start(
         "bench.limit_server:app",
         limit_port,
         workers,
-        {
-            **env,
-            "LIMIT_DSN": server_dsn,
-            "LIMIT_ORG": variables["org"],
-            "LIMIT_PROJECT": variables["project"],
-            "LIMIT_POOL_SIZE": str(pool_size),
-        },
+        {**env, "LIMIT_PROJECT": variables["project"]},
     )
+    reuse = start_reuseport("api.app:create_app", reuse_port, workers, env)
+    resetting_port = free_port()
+    resetting = start(
+        "api.app:create_app", resetting_port, workers, {**env, "DB_SESSION_RESET": "1"}
+    )
+    same = asyncio.run(same_response(api_port, limit_port, token, slug, variables["id"]))
+    print(f"PostGraphile-shaped reference answers the same JSON as taskql: {same}", flush=True)
     bouncer: pgbouncer_launcher.PgBouncer | None = None
     behind: subprocess.Popen[bytes] | None = None
     if through_pgbouncer:
@@ -301,13 +537,12 @@ def main(
         bouncer = pgbouncer_launcher.start(
             [server_dsn], pool_size=workers * pool_size, max_client_conn=1000
         )
-        user = pgbouncer_launcher.Upstream.parse(server_dsn).user
         behind_port = free_port()
         behind = start(
             "api.app:create_app",
             behind_port,
             workers,
-            {**env, "DATABASE_URL": bouncer.dsn(user), "DB_PGBOUNCER": "1"},
+            {**env, "DATABASE_URL": bouncer.dsn(server_parts.user), "DB_PGBOUNCER": "1"},
         )
     replica: standby.Standby | None = None
     replica_server: subprocess.Popen[bytes] | None = None
@@ -317,8 +552,7 @@ def main(
             if targets.embedded is None:
                 raise SystemExit("--replica with DATABASE_URL needs DATABASE_REPLICA_URL")
             replica = standby.create(targets.embedded, ROOT.parent / ".taskql" / "bench-replica")
-            parts = pgbouncer_launcher.Upstream.parse(server_dsn)
-            replica_url = replica.dsn(parts.user, parts.database)
+            replica_url = replica.dsn(server_parts.user, server_parts.database)
         replica_port = free_port()
         replica_server = start(
             "api.app:create_app",
@@ -328,87 +562,146 @@ def main(
         )
     rows: list[dict[str, Any]] = []
     lag: dict[str, Any] = {}
+    balance: dict[str, list[float]] = {}
     try:
         with tempfile.TemporaryDirectory() as scratch:
 
             def script(name: str, query: str) -> Path:
                 path = Path(scratch) / f"{abs(hash(name))}.lua"
-                body = json.dumps(
-                    {
-                        "query": query,
-                        "variables": {k: v for k, v in variables.items() if k in ("id", "t")},
-                    }
-                )
-                path.write_text(LUA.format(token=token, slug=slug, body=body))
+                given = graphql_variables(variables, query)
+                dynamic = ""
+                if name.startswith(WRITE_PREFIX):
+                    given.update(id="__ID__", n="__N__")
+                    given = {k: v for k, v in given.items() if f"${k}:" in query}
+                    dynamic = WRITE_LUA.replace(
+                        "IDS", ", ".join(json.dumps(i) for i in variables["write_ids"])
+                    )
+                body = json.dumps({"query": query, "variables": given})
+                path.write_text(LUA.format(token=token, slug=slug, body=body, dynamic=dynamic))
                 return path
 
-            targets_to_run = []
+            def shared(process: subprocess.Popen[bytes]) -> tuple[list[int], list[int]]:
+                pids = tree(process)
+                return pids, pids[1:]
+
+            def each_own(processes: list[subprocess.Popen[bytes]]) -> tuple[list[int], list[int]]:
+                pids = [p for process in processes for p in tree(process)]
+                return pids, [process.pid for process in processes]
+
+            # Groups of targets measured alternately, run by run (an operation and its
+            # variants; the main query with both references): their ratios compare runs
+            # minutes apart at most, on a machine whose load drifts.
+            groups: list[list[Target]] = []
+            main_script = script("limit", MAIN_QUERY)
+            references = [
+                Target(LIMIT_HANDWRITTEN, limit_port, *shared(limit), main_script),
+                Target(
+                    LIMIT_POSTGRAPHILE, limit_port, *shared(limit), main_script, "/postgraphile"
+                ),
+            ]
             for name, q in OPERATIONS.items():
                 if only and not any(word in name for word in only):
                     continue
-                targets_to_run.append((name, api_port, tree(api), script(name, q)))
+                plan: list[Target] = [Target(name, api_port, *shared(api), script(name, q))]
+                groups.append(plan)
+                if name.startswith("main query"):
+                    plan.append(
+                        Target(
+                            name + SESSION_RESET,
+                            resetting_port,
+                            *shared(resetting),
+                            script(name, q),
+                        )
+                    )
+                    plan.append(
+                        Target(name + REUSEPORT, reuse_port, *each_own(reuse), script(name, q))
+                    )
+                    plan += references
+                    references = []
                 if behind is not None and bouncer is not None and bouncer.process is not None:
-                    targets_to_run.append(
-                        (
+                    pids, worker_pids = shared(behind)
+                    # PgBouncer's own CPU counts as the app's
+                    plan.append(
+                        Target(
                             name + THROUGH_PGBOUNCER,
                             behind_port,
-                            [*tree(behind), bouncer.process.pid],
+                            [*pids, bouncer.process.pid],
+                            worker_pids,
                             script(name, q),
                         )
                     )
                 if replica_server is not None:
-                    targets_to_run.append(
-                        (name + ON_REPLICA, replica_port, tree(replica_server), script(name, q))
-                    )
-            targets_to_run.append(
-                (
-                    "LIMIT: main query as one SQL statement",
-                    limit_port,
-                    tree(limit),
-                    script("limit", MAIN_QUERY),
-                )
-            )
-            for name, port, pids, lua in targets_to_run:
-                run_wrk(wrk, port, lua, 8, 2)  # warm-up
-                for connections in concurrencies:
-                    runs = []
-                    for _ in range(repeat):
-                        before_app, before_pg = cpu_seconds(pids), cpu_by_pid(postgres_pids())
-                        before_each = [cpu_seconds([pid]) for pid in pids[1:]]
-                        run = run_wrk(wrk, port, lua, connections, duration)
-                        each = [
-                            cpu_seconds([pid]) - b
-                            for pid, b in zip(pids[1:], before_each, strict=True)
-                        ]
-                        if name.endswith(THROUGH_PGBOUNCER):
-                            each = each[:-1]  # PgBouncer's own CPU counts as the app's
-                        run.update(
-                            cpu_app_s=cpu_seconds(pids) - before_app,
-                            cpu_postgres_s=cpu_used(before_pg, cpu_by_pid(postgres_pids())),
-                            # The busiest worker's share of the workers' CPU (0.5: even).
-                            busiest_worker=max(each) / sum(each) if sum(each) > 0 else 0.0,
+                    plan.append(
+                        Target(
+                            name + ON_REPLICA,
+                            replica_port,
+                            *shared(replica_server),
+                            script(name, q),
                         )
-                        runs.append(run)
-                    result = median_of(runs)
-                    result.update(
-                        operation=name,
-                        concurrency=connections,
-                        statements=statements.get(base_name(name), 1),
-                        runs=runs,
                     )
-                    rows.append(result)
-                    print(
-                        f"{name[:48]:48} c={connections:<3} {result['rps']:8.1f} req/s  p50 {result['p50']:7.1f} ms  "
-                        f"p95 {result['p95']:7.1f} ms  p99 {result['p99']:7.1f} ms  errors {result['errors'] + result['non2xx']}  "
-                        f"busiest worker {result['busiest_worker']:.2f}",
-                        flush=True,
-                    )
+            if references:
+                groups.append(references)
+            for name, q in WRITES.items():
+                if only and not any(word in WRITE_PREFIX + name for word in only):
+                    continue
+                groups.append(
+                    [
+                        Target(
+                            WRITE_PREFIX + name,
+                            api_port,
+                            *shared(api),
+                            script(WRITE_PREFIX + name, q),
+                            concurrencies=list(write_concurrencies),
+                        )
+                    ]
+                )
+            read_mix = script("read mix", MAIN_QUERY)
+            for group in groups:
+                for target in group:
+                    run_wrk(wrk, target.port, target.script, 8, 2, target.path)  # warm-up
+                for connections in group[0].concurrencies or concurrencies:
+                    by_target: dict[str, list[dict[str, Any]]] = {t.name: [] for t in group}
+                    for _ in range(repeat):
+                        for target in group:
+                            by_target[target.name].append(
+                                measure(
+                                    wrk,
+                                    target,
+                                    connections,
+                                    duration,
+                                    cluster,
+                                    read_mix if target.concurrencies else None,
+                                )
+                            )
+                    for target in group:
+                        rows.append(
+                            summarise(target, connections, by_target[target.name], statements, rows)
+                        )
+                        print(line_of(rows[-1]), flush=True)
+            if balance_runs:
+                main_name = next(iter(OPERATIONS))
+                balance = {
+                    "shared socket": measure_balance(
+                        wrk,
+                        Target(main_name, api_port, *shared(api), script(main_name, MAIN_QUERY)),
+                        balance_runs,
+                    ),
+                    "SO_REUSEPORT": measure_balance(
+                        wrk,
+                        Target(
+                            main_name, reuse_port, *each_own(reuse), script(main_name, MAIN_QUERY)
+                        ),
+                        balance_runs,
+                    ),
+                }
+                for arrangement, shares in balance.items():
+                    print(f"busiest worker, {arrangement}: {shares}", flush=True)
         if replica_server is not None and replica_url is not None:
             lag = asyncio.run(
                 replica_lag(replica_port, replica_url, token, slug, variables["id"], owner_dsn)
             )
     finally:
-        for process in (api, limit, behind, replica_server):
+        for process in (api, limit, resetting, behind, replica_server, *reuse):
             if process is not None:
                 process.terminate()
                 process.wait(10)
@@ -425,11 +718,154 @@ def main(
         pool_size,
         "load-replica" if on_replica else "load-pgbouncer" if through_pgbouncer else "load",
         lag,
+        cluster.counting,
+        same,
+        balance,
     )
 
 
+def summarise(
+    target: Target,
+    connections: int,
+    runs: list[dict[str, Any]],
+    statements: dict[str, int],
+    rows: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A row: the medians of ``runs``, with the runs themselves."""
+    result = median_of(runs)
+    result.update(
+        operation=target.name,
+        concurrency=connections,
+        statements=statements.get(base_name(target.name), 1),
+        runs=runs,
+        breakdown=runs[0].pop("breakdown", {}),
+    )
+    for run in runs:
+        run.pop("breakdown", None)
+    if "read_mix_requests" in result:
+        # The write's own statements: the read mix's requests at the main
+        # query's count of this run taken out.
+        main_count = next(
+            (
+                r["pg_statements_per_request"]
+                for r in rows
+                if r["operation"] == next(iter(OPERATIONS)) and r["concurrency"] == 8
+            ),
+            4.0,
+        )
+        result["pg_statements_per_request"] = statistics.median(
+            (run["pg_statements"] - main_count * run["read_mix_requests"]) / max(run["requests"], 1)
+            for run in runs
+        )
+    return result
+
+
+#: Per request, a task of the project at random and a fresh number (each wrk thread its own
+#: random sequence): no two connections keep updating one row.
+WRITE_LUA = """
+ids = {IDS}
+counter = 0
+template = wrk.body
+threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("seed", threads)
+end
+init = function(args)
+  math.randomseed(os.time() * 100 + seed)
+end
+request = function()
+  counter = counter + 1
+  local body = (template:gsub("__ID__", ids[math.random(#ids)]))
+  body = (body:gsub("__N__", "bench " .. counter .. "-" .. math.random(1000000000)))
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+
+
+def measure(
+    wrk: str,
+    target: Target,
+    connections: int,
+    duration: int,
+    cluster: Cluster,
+    read_mix: Path | None,
+) -> dict[str, Any]:
+    """One wrk run of ``target`` (with the read mix beside it for a write), and what it cost:
+    the app's CPU, its own PostgreSQL cluster's CPU, statements as PostgreSQL counted them."""
+    before_app, before_pg = cpu_by_pid(target.pids), cpu_by_pid(cluster.pids())
+    before_each = cpu_by_pid(target.workers)
+    before_statements = cluster.snapshot()
+    beside = None
+    if read_mix is not None:
+        beside = subprocess.Popen(
+            wrk_command(wrk, target.port, read_mix, READ_MIX_CONNECTIONS, duration),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+    run = run_wrk(wrk, target.port, target.script, connections, duration, target.path)
+    mix: dict[str, Any] | None = None
+    if beside is not None:
+        out, _ = beside.communicate()
+        mix = wrk_result(out)
+    ran = delta(before_statements, cluster.snapshot())
+    each = cpu_by_pid(target.workers)
+    shares = [each[p] - before_each.get(p, 0.0) for p in each]
+    requests = run["requests"] + (mix["requests"] if mix else 0)
+    cpu_app = cpu_used(before_app, cpu_by_pid(target.pids))
+    cpu_pg = cpu_used(before_pg, cpu_by_pid(cluster.pids()))
+    run.update(
+        cpu_app_s=cpu_app,
+        cpu_postgres_s=cpu_pg,
+        # Per request of the run (a write's run includes the read mix's requests).
+        cpu_app_ms_per_request=1000 * cpu_app / max(requests, 1),
+        cpu_postgres_ms_per_request=1000 * cpu_pg / max(requests, 1),
+        pg_statements_per_request=sum(ran.values()) / max(requests, 1),
+        pg_statements=sum(ran.values()),
+        # The busiest worker's share of the workers' CPU (0.5: even).
+        busiest_worker=max(shares) / sum(shares) if sum(shares) > 0 else 0.0,
+        breakdown={
+            q: n / max(requests, 1) for q, n in sorted(ran.items(), key=lambda i: -i[1])[:12]
+        },
+    )
+    if mix is not None:
+        run.update(
+            read_mix_rps=mix["rps"], read_mix_p95=mix["p95"], read_mix_requests=mix["requests"]
+        )
+    return run
+
+
+def measure_balance(wrk: str, target: Target, runs: int, connections: int = 8) -> list[float]:
+    """The busiest worker's share of the workers' CPU in each of ``runs`` 1-second runs
+    (wrk opens its connections anew each time: each run is one draw of how the kernel
+    handed them out)."""
+    shares = []
+    for _ in range(runs):
+        before = cpu_by_pid(target.workers)
+        run_wrk(wrk, target.port, target.script, connections, 1, target.path)
+        after = cpu_by_pid(target.workers)
+        used = [after[p] - before.get(p, 0.0) for p in after]
+        shares.append(round(max(used) / sum(used), 2) if sum(used) > 0 else 0.0)
+    return shares
+
+
+def line_of(result: dict[str, Any]) -> str:
+    text = (
+        f"{result['operation'][:52]:52} c={result['concurrency']:<3} {result['rps']:8.1f} req/s  "
+        f"p50 {result['p50']:6.1f}  p95 {result['p95']:6.1f}  p99 {result['p99']:6.1f} ms  "
+        f"err {result['errors'] + result['non2xx']:.0f}  PG stmts/req {result['pg_statements_per_request']:.2f}  "
+        f"CPU ms/req app {result['cpu_app_ms_per_request']:.2f} pg {result['cpu_postgres_ms_per_request']:.2f}  "
+        f"busiest {result['busiest_worker']:.2f}"
+    )
+    if "read_mix_rps" in result:
+        text += f"  read mix {result['read_mix_rps']:.0f} req/s p95 {result['read_mix_p95']:.1f}"
+    return text
+
+
 def base_name(name: str) -> str:
-    return name.removesuffix(THROUGH_PGBOUNCER).removesuffix(ON_REPLICA)
+    for suffix in (THROUGH_PGBOUNCER, ON_REPLICA, REUSEPORT, SESSION_RESET):
+        name = name.removesuffix(suffix)
+    return name
 
 
 async def replica_lag(
@@ -504,17 +940,34 @@ def write_results(
     pool_size: int,
     stem: str = "load",
     lag: dict[str, Any] | None = None,
+    counting: str = "pg_stat_statements",
+    same: bool | None = None,
+    balance: dict[str, list[float]] | None = None,
 ) -> None:
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    dirty = subprocess.run(
+        # Changed code, not this folder's earlier results.
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout.strip()
+    commit += " (with uncommitted changes)" if dirty else ""
     (RESULTS / f"{stem}.json").write_text(
         json.dumps(
             {
                 "generated": stamp,
+                "commit": commit,
                 "duration_s": duration,
                 "repeat": repeat,
                 "workers": workers,
                 "pool_size": pool_size,
+                "statements_counted_with": counting,
+                "busiest_worker_1s_runs_c8": balance or {},
                 "rows": rows,
                 "replica_lag": lag or {},
             },
@@ -522,40 +975,138 @@ def write_results(
         )
     )
     lines = [
-        f"# Load benchmark ({stamp})",
+        f"# Load benchmark ({stamp}, commit {commit})",
         "",
         f"uvicorn with {workers} workers per server ({pool_size} pooled connections each), wrk for",
         f"{duration} s per run after a warm-up, {repeat} runs per row: each figure is the median of",
-        f"the runs. The largest seeded tenant, a project of {project_size:,} tasks. Latencies in ms;",
-        "CPU seconds per run; busiest worker: its share of the workers' CPU (0.50 is even).",
+        f"the runs. The largest seeded tenant, a project of {project_size:,} tasks. Latencies in ms.",
+        "Statements: taskql's count (TASKQL_SQL_STATS, what it sends) and PostgreSQL's, per",
+        f"request, counted with {counting} for the server role (BEGIN, COMMIT and",
+        "reset queries included). CPU: ms per request of the app's processes and of its own",
+        "PostgreSQL cluster's (the postmaster and its children, nothing else on the machine).",
+        "Busiest worker: its share of the workers' CPU (0.50 is even). Writes run with a read",
+        f"mix beside them (the main query, {READ_MIX_CONNECTIONS} connections; its req/s and p95 in",
+        "the last columns, and its requests in the write's CPU per request; the write's",
+        "PostgreSQL statements are the run's less the read mix's at the main query's count).",
         "",
-        "| operation | concurrency | req/s | p50 | p95 | p99 | statements | CPU app s | CPU postgres s | busiest worker | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| operation | concurrency | req/s | p50 | p95 | p99 | statements (taskql) | statements (PostgreSQL) | CPU app ms/req | CPU postgres ms/req | busiest worker | errors | read mix req/s | read mix p95 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        mix = f"{r['read_mix_rps']:.0f} | {r['read_mix_p95']:.1f}" if "read_mix_rps" in r else " | "
         lines.append(
             f"| {r['operation']} | {r['concurrency']} | {r['rps']:.1f} | {r['p50']:.1f} | {r['p95']:.1f} | "
-            f"{r['p99']:.1f} | {r['statements']} | {r['cpu_app_s']:.1f} | {r['cpu_postgres_s']:.1f} | "
-            f"{r.get('busiest_worker', 0):.2f} | {r['errors'] + r['non2xx']} |"
+            f"{r['p99']:.1f} | {r['statements']} | {r.get('pg_statements_per_request', 0):.2f} | "
+            f"{r.get('cpu_app_ms_per_request', 0):.2f} | {r.get('cpu_postgres_ms_per_request', 0):.2f} | "
+            f"{r.get('busiest_worker', 0):.2f} | {r['errors'] + r['non2xx']:.0f} | {mix} |"
         )
     main_rows = {
         r["concurrency"]: r
         for r in rows
         if r["operation"].startswith("main query") and base_name(r["operation"]) == r["operation"]
     }
-    limit_rows = {r["concurrency"]: r for r in rows if r["operation"].startswith("LIMIT")}
+    references = {
+        label: {r["concurrency"]: r for r in rows if r["operation"] == label}
+        for label in (LIMIT_HANDWRITTEN, LIMIT_POSTGRAPHILE)
+    }
     lines += [
         "",
-        "Main query throughput as a share of the limit (one SQL statement per request):",
+        "Main query throughput as a share of each reference (same run; both references",
+        "authenticate and set the tenant context as taskql does, through the same pool):",
         "",
+        "| concurrency | vs hand-written SQL | vs PostGraphile-shaped SQL |",
+        "|---:|---:|---:|",
     ]
     for c in sorted(main_rows):
-        if c in limit_rows:
-            lines.append(f"- concurrency {c}: {main_rows[c]['rps'] / limit_rows[c]['rps']:.2f}")
+        shares = [
+            f"{main_rows[c]['rps'] / ref[c]['rps']:.2f}" if c in ref else "-"
+            for ref in references.values()
+        ]
+        lines.append(f"| {c} | {' | '.join(shares)} |")
+        print(f"main query / references at c={c}: {' / '.join(shares)}", flush=True)
+    if same is not None:
+        lines += [
+            "",
+            f"The PostGraphile-shaped statement's response is identical to taskql's: {same}.",
+        ]
+    breakdown = main_rows.get(8, {}).get("breakdown")
+    if breakdown:
+        lines += ["", "What PostgreSQL ran per main-query request (concurrency 8, first run):", ""]
+        lines += [f"- {n:.2f} x `{' '.join(q.split())[:100]}`" for q, n in breakdown.items()]
+    lines += reuseport_ratios(rows, balance or {})
+    lines += session_reset_ratios(rows)
     lines += pgbouncer_ratios(rows)
     lines += replica_ratios(rows, lag or {})
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     chart(rows, RESULTS / f"{stem}.png")
+
+
+def session_reset_ratios(rows: list[dict[str, Any]]) -> list[str]:
+    """No reset query on release (the default) against asyncpg's reset, same run."""
+    resetting = {r["concurrency"]: r for r in rows if r["operation"].endswith(SESSION_RESET)}
+    lines = []
+    for r in rows:
+        if r["operation"] != base_name(r["operation"]) or r["concurrency"] not in resetting:
+            continue
+        if not r["operation"].startswith("main query"):
+            continue
+        before = resetting[r["concurrency"]]
+        lines.append(
+            f"| {r['concurrency']} | {before['pg_statements_per_request']:.2f} | "
+            f"{r['pg_statements_per_request']:.2f} | {r['rps'] / before['rps']:.2f} | "
+            f"{r['p95'] / before['p95']:.2f} | {before['cpu_postgres_ms_per_request']:.3f} | "
+            f"{r['cpu_postgres_ms_per_request']:.3f} |"
+        )
+    if not lines:
+        return []
+    return [
+        "",
+        "Main query without the pool's reset query (default) against DB_SESSION_RESET=1",
+        "(asyncpg's reset after every COMMIT), same run:",
+        "",
+        "| concurrency | PG statements/req, reset | without | req/s ratio | p95 ratio | PG CPU ms/req, reset | without |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        *lines,
+    ]
+
+
+def reuseport_ratios(rows: list[dict[str, Any]], balance: dict[str, list[float]]) -> list[str]:
+    """One socket per worker (SO_REUSEPORT) against uvicorn's shared socket, same run."""
+    shared = {(r["operation"], r["concurrency"]): r for r in rows}
+    lines = []
+    for r in rows:
+        if not r["operation"].endswith(REUSEPORT):
+            continue
+        base = shared.get((r["operation"].removesuffix(REUSEPORT), r["concurrency"]))
+        if base is None:
+            continue
+        spread = lambda row: ", ".join(f"{run['busiest_worker']:.2f}" for run in row["runs"])  # noqa: E731
+        lines.append(
+            f"| {r['concurrency']} | {r['rps'] / base['rps']:.2f} | {r['p95'] / base['p95']:.2f} | "
+            f"{spread(base)} | {spread(r)} |"
+        )
+    if not lines:
+        return []
+    return [
+        "",
+        "Main query, one listening socket per worker (SO_REUSEPORT, bench/reuseport_worker.py)",
+        "as a ratio of uvicorn's shared socket, same run, and the busiest worker's share in each run:",
+        "",
+        "| concurrency | req/s ratio | p95 ratio | busiest worker, shared socket | busiest worker, SO_REUSEPORT |",
+        "|---:|---:|---:|---|---|",
+        *lines,
+        *(
+            [
+                "",
+                "The busiest worker's share in 1-second runs at concurrency 8 (each run opens its",
+                "connections anew):",
+                "",
+                *(f"- {k}: {', '.join(f'{v:.2f}' for v in vs)}" for k, vs in balance.items()),
+            ]
+            if balance
+            else []
+        ),
+    ]
 
 
 def pgbouncer_ratios(rows: list[dict[str, Any]]) -> list[str]:
@@ -674,6 +1225,20 @@ if __name__ == "__main__":
     )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument(
+        "--balance-runs",
+        type=int,
+        default=10,
+        help="1-second runs of the main query at concurrency 8 on each server arrangement "
+        "(shared socket, SO_REUSEPORT), for the busiest worker's share in each",
+    )
+    parser.add_argument(
+        "--write-concurrency",
+        type=int,
+        nargs="+",
+        default=[8, 32],
+        help="concurrencies of the write mix (each write runs with a read mix beside it)",
+    )
+    parser.add_argument(
         "--pgbouncer",
         action="store_true",
         help="also run every operation through a real PgBouncer (transaction pooling) and "
@@ -703,4 +1268,6 @@ if __name__ == "__main__":
             arguments.repeat,
             arguments.pgbouncer,
             arguments.replica,
+            tuple(arguments.write_concurrency),
+            arguments.balance_runs,
         )

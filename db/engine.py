@@ -27,13 +27,24 @@ class Connection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untype
     (advisory locks, cursors, LISTENs, session settings) in a round trip of its own after
     the COMMIT. ``end_transaction`` sends the two together; the reset that follows on
     release then has nothing left to send. Only for a connection released right after it.
+
+    On a pool opened with ``session_reset=False`` (the API server's: ``Engine.
+    start_connection_pool``), a connection whose transaction ``end_transaction`` ended
+    cleanly goes back with nothing sent: the end is a bare COMMIT or ROLLBACK. Any other
+    release (an error or a cancellation on the way, a transaction ended otherwise, no
+    transaction) still gets asyncpg's full reset, which also fails, and so discards the
+    connection, when an operation is still in progress on it.
     """
 
-    __slots__ = ("_closing", "_reset_sent")
+    __slots__ = ("_closing", "_ended_cleanly", "_reset_sent", "_session_reset")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._reset_sent = False
+        #: Whether the pool resets session state on every release (``_transaction_scoped``).
+        self._session_reset = True
+        #: ``end_transaction`` returned normally and nothing ran since (``_reset_if_needed``).
+        self._ended_cleanly = False
         #: Set when taskql (or the pool) closes it: any other end is a lost connection.
         self._closing = False
         metrics.CONNECTIONS_OPENED.inc()
@@ -47,18 +58,48 @@ class Connection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untype
         self._closing = True
         super().terminate()
 
-    async def end_transaction(self, commit: bool) -> None:
-        """COMMIT (or ROLLBACK) and the reset query, as one simple-protocol message: if the
-        COMMIT fails, PostgreSQL skips the rest and the pool resets on release as usual."""
+    async def end_transaction(self, commit: bool, then_fetch: str | None = None) -> Any:
+        """COMMIT (or ROLLBACK), with the reset query in the same simple-protocol message
+        unless the pool resets no session state; then ``then_fetch``'s value, if given (a
+        statement outside the transaction: the commit's WAL position). If the COMMIT fails,
+        PostgreSQL skips the rest and the pool resets on release as usual."""
         ending = "COMMIT" if commit else "ROLLBACK"
-        await self.execute(f"{ending};\n{super().get_reset_query()}")
-        self._reset_sent = True
+        self._ended_cleanly = False
+        if self._session_reset:
+            await self.execute(f"{ending};\n{super().get_reset_query()}")
+            self._reset_sent = True
+        else:
+            await self.execute(ending)
+        value = await self.fetchval(then_fetch) if then_fetch else None
+        self._ended_cleanly = True
+        return value
 
     def get_reset_query(self) -> str:
         if self._reset_sent:
             self._reset_sent = False
             return ""
         return str(super().get_reset_query())
+
+
+async def _transaction_scoped(connection: Connection) -> None:
+    """A pool's ``init``: this connection's pool resets no session state after a clean end."""
+    connection._session_reset = False
+
+
+async def _reset_if_needed(connection: Connection) -> None:
+    """A pool's ``reset`` (asyncpg has already rolled back a transaction left open and
+    dropped the listener callbacks, ``Connection._reset``): nothing to send after a clean
+    ``end_transaction``; asyncpg's full reset after anything else.
+
+    Nothing to reset after a clean end because nothing taskql runs on the API server's
+    pool leaves session state: every setting is transaction-local (``set_config(...,
+    true)``, ``SET LOCAL``: ``db.tenancy``), it takes no session advisory lock, declares no
+    cursor WITH HOLD, creates no temporary table and never LISTENs (the realtime listener
+    is a connection of its own). ``tests/db/test_rls.py`` runs taskql's transactions on a
+    pool of one and compares the connection's session state with a fresh connection's."""
+    clean, connection._ended_cleanly = connection._ended_cleanly, False
+    if not clean:
+        await connection.execute(asyncpg.Connection.get_reset_query(connection))
 
 
 def _terminated(connection: Connection) -> None:
@@ -97,7 +138,8 @@ class Engine(PostgresEngine):
         self.pgbouncer = False
         #: What opens a transaction: BEGIN, plus (behind PgBouncer) the connection settings.
         self.begin_sql = "BEGIN;"
-        #: Behind PgBouncer, the connection settings as SET LOCAL statements; else empty.
+        #: Behind PgBouncer, the connection settings, set transaction-locally by one
+        #: statement; else empty.
         self.transaction_settings_sql = ""
 
     # Piccolo's base class connects at construction to check the version and create
@@ -130,8 +172,15 @@ class Engine(PostgresEngine):
             "DateStyle": "ISO, MDY",
         }
         if settings.db_pgbouncer:
-            self.transaction_settings_sql = "".join(
-                f"SET LOCAL {name} = {value};" for name, value in connection_settings.items()
+            # One statement, not a SET LOCAL each: PostgreSQL counts (and parses, plans and
+            # runs) one instead of four per transaction. Same effect: set_config(..., true).
+            self.transaction_settings_sql = (
+                "SELECT "
+                + ", ".join(
+                    f"set_config('{name}', '{value}', true)"
+                    for name, value in connection_settings.items()
+                )
+                + ";"
             )
         else:
             server_settings.update(connection_settings)
@@ -154,12 +203,19 @@ class Engine(PostgresEngine):
         except (TimeoutError, OSError, socket.gaierror, asyncpg.PostgresError) as exc:
             raise unavailable(self.dsn, exc) from None
 
-    async def start_connection_pool(self, **kwargs: Any) -> None:
-        """Open the bounded pool; fails with one clear line if the server is unreachable."""
+    async def start_connection_pool(self, *, session_reset: bool = True, **kwargs: Any) -> None:
+        """Open the bounded pool; fails with one clear line if the server is unreachable.
+
+        ``session_reset``: asyncpg's reset query (advisory locks, cursors, LISTENs, session
+        settings: four statements) on every release. False for a pool whose users leave
+        no session state (the API server's, see ``_reset_if_needed``): a request is then
+        BEGIN, its statements and COMMIT, as PostgreSQL counts them."""
         if self.dsn is None:
             raise RuntimeError("db.engine.DB is not configured: call DB.configure() first")
         min_size, max_size = self._pool_size
         options: dict[str, Any] = {"min_size": min(min_size, max_size), "max_size": max_size}
+        if not session_reset:
+            options.update(init=_transaction_scoped, reset=_reset_if_needed)
         options.update(kwargs)
         try:
             await super().start_connection_pool(**options)

@@ -198,7 +198,9 @@ class Replicas:
     async def _state(self, replica: Replica) -> tuple[bool, str | None]:
         engine = replica.engine
         if engine.pool is None:
-            await engine.start_connection_pool()
+            await engine.start_connection_pool(
+                session_reset=bool(engine.settings and engine.settings.db_session_reset)
+            )
         assert engine.pool is not None
         async with engine.pool.acquire(timeout=self.interval * 4) as connection:
             row = await connection.fetchrow(REPLICA_STATE_SQL)

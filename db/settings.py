@@ -52,6 +52,11 @@ class DatabaseSettings(BaseSettings):
     #: lock_timeout, idle_in_transaction_session_timeout and taskql.max_task_depth in every
     #: transaction instead (transaction-locally). See docs/operations/deploy.md, "PgBouncer".
     db_pgbouncer: bool = False
+    #: Reset each API connection's session state when the pool takes it back (asyncpg's
+    #: reset query: advisory locks, cursors, LISTENs, RESET ALL; four statements a request).
+    #: Off: nothing after a transaction taskql ended cleanly, for everything taskql sets is
+    #: transaction-local (db.engine._reset_if_needed); the full reset after anything else.
+    db_session_reset: bool = False
     #: Streaming read replicas (one URL, or several separated by commas), as the server role.
     #: Read-only operations of authenticated callers go to one that is up and close enough
     #: (``db.replicas``); mutations, and reads of a client that just wrote, to the primary.

@@ -153,9 +153,10 @@ class OpenTransaction:
     with ``close()`` whatever happened, which rolls back a transaction nobody ended.
 
     BEGIN is sent as a message of its own (with the connection settings behind PgBouncer:
-    ``db.engine.Engine.begin_sql``), and the COMMIT or ROLLBACK goes in one message
-    with the pool's reset query (``db.engine.Connection.end_transaction``): four round
-    trips a request (BEGIN, authentication, the operation, the end), not five.
+    ``db.engine.Engine.begin_sql``), and the COMMIT or ROLLBACK alone, or in one message
+    with the pool's reset query where the pool resets session state
+    (``db.engine.Connection.end_transaction``): four round trips a request (BEGIN,
+    authentication, the operation, the end), not five.
     """
 
     __slots__ = ("_pool", "commit_lsn", "connection", "executor", "want_lsn")
@@ -196,11 +197,14 @@ class OpenTransaction:
             raise RuntimeError("the request's transaction has already ended")
         try:
             if connection.is_in_transaction():
-                await cast(Connection, connection).end_transaction(commit)
-                if commit and self.want_lsn:
-                    # After the COMMIT returned: a standby that has replayed up to here has
-                    # replayed the commit record (docs/operations/deploy.md, "Read replicas").
-                    self.commit_lsn = await connection.fetchval(COMMIT_LSN_SQL)
+                # After the COMMIT returned, the WAL position: a standby that has replayed up
+                # to it has replayed the commit record (docs/operations/deploy.md, "Read
+                # replicas").
+                lsn = await cast(Connection, connection).end_transaction(
+                    commit, COMMIT_LSN_SQL if commit and self.want_lsn else None
+                )
+                if lsn is not None:
+                    self.commit_lsn = lsn
         finally:
             # The pool's reset rolls back whatever a failed COMMIT left open.
             await self._pool.release(connection)

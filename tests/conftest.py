@@ -136,7 +136,7 @@ async def pool(
         os.environ["TASKQL_LISTEN_DATABASE_URL"] = test_database.server_dsn
     else:
         DB.configure(test_database.server_dsn, get_database_settings())
-    await DB.start_connection_pool()
+    await DB.start_connection_pool(session_reset=False)  # as the API server
     assert DB.pool is not None
     started = DB.pool
     yield started

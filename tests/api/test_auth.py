@@ -308,6 +308,62 @@ async def test_every_request_gives_its_connection_back_whatever_the_outcome(
 
 
 @pytest.mark.parametrize("commit", [True, False])
+async def test_without_session_reset_a_request_is_begin_its_statements_and_the_end(
+    pool: asyncpg.Pool, org_a: Org, org_b: Org, commit: bool
+) -> None:
+    """The API server's pool (DB_SESSION_RESET off): BEGIN, authentication, the operation,
+    then a bare COMMIT (or ROLLBACK), and nothing when the connection goes back to the pool;
+    the next request on it has no tenant, and the write is kept (or not) for its tenant."""
+    engine = Engine()
+    engine.configure(
+        str(DB.dsn),
+        (DB.settings or get_database_settings()).model_copy(
+            update={"db_pool_min_size": 1, "db_pool_max_size": 1}
+        ),
+    )
+    await engine.start_connection_pool(session_reset=False)
+    assert engine.pool is not None
+    try:
+        sent: list[str] = []
+        opened, row = await begin_request(
+            token_hash(org_a.tokens["admin"]), org_a.id, None, TenantContext(), engine
+        )
+        assert row is not None
+        connection = opened.connection
+        assert connection is not None
+
+        def log(logged: Any) -> None:
+            sent.append(logged.query)
+
+        connection.add_query_logger(log)
+        await opened.executor.execute(
+            "UPDATE tasks SET title = 'renamed without a reset' WHERE id = $1", org_a.task_ids[0]
+        )
+        await (opened.commit() if commit else opened.rollback())
+        assert sent == [
+            "UPDATE tasks SET title = 'renamed without a reset' WHERE id = $1",
+            "COMMIT" if commit else "ROLLBACK",
+        ]
+        assert engine.pool.get_idle_size() == 1
+        async with engine.pool.acquire() as again:
+            again.remove_query_logger(log)
+            assert await again.fetchval("SELECT current_setting('app.organization_id', true)") in (
+                "",
+                None,
+            )
+            assert await again.fetchval("SELECT count(*) FROM tasks") == 0
+        titles = {}
+        for org in (org_a, org_b):
+            async with request_transaction(TenantContext(organization_id=org.id)) as (_, executor):
+                titles[org.label] = await executor.fetchval(
+                    "SELECT count(*) FROM tasks WHERE title = 'renamed without a reset'"
+                )
+        assert titles == {org_a.label: 1 if commit else 0, org_b.label: 0}
+    finally:
+        await engine.close_connection_pool()
+
+
+@pytest.mark.parametrize("commit", [True, False])
 async def test_a_request_ends_its_transaction_and_resets_its_connection_in_one_round_trip(
     pool: asyncpg.Pool, org_a: Org, org_b: Org, commit: bool
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import asyncpg
 import pytest
@@ -441,3 +442,85 @@ async def test_two_concurrent_demotions_cannot_both_commit(
         await first.close()
         await second.close()
     assert await _owners(tenant_a) == {tenant_a.member_id}
+
+
+#: Every custom setting taskql's SQL reads or sets (placeholders are not in pg_settings).
+CUSTOM_SETTINGS = (
+    "app.client_ip",
+    "app.login_email",
+    "app.organization_id",
+    "app.request_id",
+    "app.role",
+    "app.session_token_hash",
+    "app.user_agent",
+    "app.user_id",
+    "taskql.max_task_depth",
+)
+#: A connection's session state as PostgreSQL reports it: settings made by SET or
+#: set_config at session level, taskql's custom settings, the listened channels, advisory
+#: locks, open cursors, prepared statements made by SQL (asyncpg's own are protocol-level),
+#: temporary tables.
+SESSION_STATE_SQL = """
+SELECT (SELECT coalesce(array_agg(name || '=' || setting ORDER BY name), '{}')
+          FROM pg_settings WHERE source IN ('session', 'override')) AS settings,
+       (SELECT array_agg(coalesce(nullif(current_setting(n, true), ''), '<empty>'))
+          FROM unnest($1::text[]) n)
+           AS custom,
+       (SELECT coalesce(array_agg(c ORDER BY c), '{}') FROM pg_listening_channels() c) AS listening,
+       (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS advisory,
+       (SELECT count(*) FROM pg_cursors) AS cursors,
+       (SELECT count(*) FROM pg_prepared_statements WHERE from_sql) AS prepared,
+       (SELECT count(*) FROM pg_class WHERE relpersistence = 't') AS temporary
+"""
+
+
+async def test_a_pool_without_session_reset_keeps_nothing_taskql_sets(
+    test_database: ScratchDatabase, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    """The API server's pool sends no reset query after a request's transaction ended
+    cleanly (``session_reset=False``): the transactions taskql opens (tenant transactions,
+    requests that commit, roll back, fail) on a pool of one leave the connection's session
+    state as a fresh connection has it."""
+    from db.tenancy import open_transaction
+
+    engine = Engine()
+    engine.configure(test_database.server_dsn, get_database_settings())
+    await engine.start_connection_pool(min_size=1, max_size=1, session_reset=False)
+    fresh = await asyncpg.connect(test_database.server_dsn, **_start_up(engine))
+    try:
+        expected = dict(await fresh.fetchrow(SESSION_STATE_SQL, CUSTOM_SETTINGS))
+        sent: list[str] = []
+        pids = set()
+        for tenant in (tenant_a, tenant_b):
+            context = dataclasses.replace(tenant.context(), statement_timeout_ms=1234)
+            async with tenant_transaction(context, engine) as tx:
+                pids.add(tx.connection.get_server_pid())
+                assert await tx.connection.fetchval("SELECT count(*) FROM tasks") == 2
+        for commit in (True, False):
+            opened = await open_transaction(tenant_a.context(), engine)
+            assert opened.connection is not None
+            if not sent:
+                opened.connection.add_query_logger(lambda q: sent.append(q.query))
+            pids.add(opened.connection.get_server_pid())
+            await opened.executor.fetchval("SELECT count(*) FROM tasks")
+            await (opened.commit() if commit else opened.rollback())
+        opened = await open_transaction(tenant_b.context(), engine)
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await opened.executor.fetchval("SELECT 1/0")
+        await opened.close()
+        # After the first clean end, nothing but bare ends (the requests' own statements).
+        assert not any("RESET" in q or "UNLISTEN" in q for q in sent), sent
+        assert engine.pool is not None
+        async with engine.pool.acquire() as again:
+            pids.add(again.get_server_pid())
+            assert len(pids) == 1  # really one connection
+            assert dict(await again.fetchrow(SESSION_STATE_SQL, CUSTOM_SETTINGS)) == expected
+            assert await again.fetchval("SELECT count(*) FROM tasks") == 0  # no tenant
+    finally:
+        await fresh.close()
+        await engine.close_connection_pool()
+
+
+def _start_up(engine: Engine) -> dict[str, object]:
+    """The start-up parameters of the engine's connections, for a fresh one to compare."""
+    return {"server_settings": engine.config["server_settings"]}
