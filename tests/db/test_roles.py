@@ -251,3 +251,20 @@ async def test_the_server_group_holds_connect_on_no_database(owner: asyncpg.Conn
         roles.SERVER_GROUP,
     )
     assert granted == []
+
+
+async def test_the_server_login_plans_its_statements_generically(
+    server_connection: asyncpg.Connection, owner: asyncpg.Connection
+) -> None:
+    """The server login's sessions in its database use generic plans (``bootstrap``: one
+    plan per prepared statement, no re-planning per execution); other roles keep the
+    server's default, and the setting is the role's, not a session's leftover."""
+    assert await server_connection.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+    assert await owner.fetchval("SHOW plan_cache_mode") == "auto"
+    setting = await owner.fetchval(
+        "SELECT s.setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole "
+        "JOIN pg_database d ON d.oid = s.setdatabase "
+        "WHERE r.rolname = $1 AND d.datname = current_database()",
+        await server_connection.fetchval("SELECT current_user"),
+    )
+    assert setting == ["plan_cache_mode=force_generic_plan"]
