@@ -19,7 +19,6 @@ behind only moves reads to the primary.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import math
@@ -117,21 +116,34 @@ class Replicas:
         await self.check()
         self._task = asyncio.create_task(self._keep_checking(), name="taskql-replica-checks")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5) -> None:
+        """Stop the checks and close the replicas' pools, each within ``grace`` seconds:
+        a check stuck on an unresponsive replica is abandoned and a pool that does not
+        close is terminated (``asyncio.wait``, unlike ``wait_for``, never waits for a
+        cancelled task to finish: a CI run once hung here for 45 minutes)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            _, pending = await asyncio.wait({task}, timeout=grace)
+            if pending:
+                _log.warning("replica checks did not stop within %s s: abandoned", grace)
         for replica in self.replicas:
             replica.up = False
-            if replica.engine.pool is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(replica.engine.close_connection_pool(), 5)
+            pool = replica.engine.pool
+            if pool is not None:
+                closing = asyncio.ensure_future(replica.engine.close_connection_pool())
+                done, _ = await asyncio.wait({closing}, timeout=grace)
+                if not done or closing.exception() is not None:
+                    if not done:
+                        closing.cancel()
+                    _log.warning("replica %s: pool not closed in time: terminated", replica.name)
+                    pool.terminate()
                 replica.engine.pool = None
 
     async def _keep_checking(self) -> None:
-        while True:
+        # The flag as well as the cancellation: a cancellation that lands as a check's
+        # timeout fires can be lost, and the loop must still end.
+        while self._task is asyncio.current_task():
             await asyncio.sleep(self.interval)
             try:
                 await self.check()
@@ -142,7 +154,8 @@ class Replicas:
         """Read the primary's position, then every replica's (concurrently)."""
         now = time.monotonic()
         try:
-            primary_lsn = await asyncio.wait_for(self._primary_lsn(), self.interval * 4)
+            async with asyncio.timeout(self.interval * 4):
+                primary_lsn = await self._primary_lsn()
         except Exception as exc:  # the primary is away (or its pool busy): keep the history
             if self._primary_read:
                 _log.warning("replica check: primary position unreadable: %s", exc)
@@ -174,7 +187,8 @@ class Replicas:
 
     async def _check(self, replica: Replica) -> None:
         try:
-            in_recovery, replayed = await asyncio.wait_for(self._state(replica), self.interval * 4)
+            async with asyncio.timeout(self.interval * 4):
+                in_recovery, replayed = await self._state(replica)
         except Exception as exc:
             self.mark_down(replica.engine, exc)
             return
