@@ -440,7 +440,7 @@ async def _database() -> AsyncIterator[None]:
         yield
     finally:
         if owned:
-            await DB.close_connection_pool()
+            await DB.close_pool_within(10)
 
 
 @asynccontextmanager

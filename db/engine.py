@@ -8,6 +8,8 @@ the server role for the API.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import socket
 import time
 from typing import Any
@@ -18,6 +20,8 @@ from piccolo.engine.postgres import PostgresEngine, PostgresTransaction
 from db import metrics
 from db.errors import PoolTimeoutError, unavailable
 from db.settings import DatabaseSettings
+
+_log = logging.getLogger(__name__)
 
 
 class Connection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
@@ -243,6 +247,27 @@ class Engine(PostgresEngine):
         finally:
             metrics.POOL_WAITING.dec()
             metrics.POOL_ACQUIRE_SECONDS.observe(time.perf_counter() - started)
+
+    async def close_pool_within(self, grace: float) -> bool:
+        """Close the pool, waiting at most ``grace`` seconds for its connections to come
+        back; then terminate it (every connection closed at once). True if it closed
+        cleanly. asyncpg's close waits forever for a connection that is never released, and
+        ``asyncio.wait_for`` would then wait for the cancelled close too: ``asyncio.wait``
+        does not."""
+        pool = self.pool
+        if pool is None:
+            return True
+        closing = asyncio.ensure_future(self.close_connection_pool())
+        done, _ = await asyncio.wait({closing}, timeout=grace)
+        clean = bool(done) and closing.exception() is None
+        if not clean:
+            if not done:
+                closing.cancel()
+            name = self.settings.db_application_name if self.settings else "?"
+            _log.warning("pool (%s) not closed within %s s: terminated", name, grace)
+            pool.terminate()
+        self.pool = None
+        return clean
 
     def _timed_out(self, pool: asyncpg.Pool) -> PoolTimeoutError:
         return PoolTimeoutError(

@@ -120,7 +120,7 @@ class Replicas:
         """Stop the checks and close the replicas' pools, each within ``grace`` seconds:
         a check stuck on an unresponsive replica is abandoned and a pool that does not
         close is terminated (``asyncio.wait``, unlike ``wait_for``, never waits for a
-        cancelled task to finish: a CI run once hung here for 45 minutes)."""
+        cancelled task to finish: a CI run once hung here)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -129,16 +129,7 @@ class Replicas:
                 _log.warning("replica checks did not stop within %s s: abandoned", grace)
         for replica in self.replicas:
             replica.up = False
-            pool = replica.engine.pool
-            if pool is not None:
-                closing = asyncio.ensure_future(replica.engine.close_connection_pool())
-                done, _ = await asyncio.wait({closing}, timeout=grace)
-                if not done or closing.exception() is not None:
-                    if not done:
-                        closing.cancel()
-                    _log.warning("replica %s: pool not closed in time: terminated", replica.name)
-                    pool.terminate()
-                replica.engine.pool = None
+            await replica.engine.close_pool_within(grace)
 
     async def _keep_checking(self) -> None:
         # The flag as well as the cancellation: a cancellation that lands as a check's

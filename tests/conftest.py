@@ -14,9 +14,13 @@ one (``DB_PGBOUNCER``: no start-up settings, statement cache off).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import sys
+import threading
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +41,67 @@ THROUGH_PGBOUNCER = os.environ.get("TASKQL_TEST_PGBOUNCER", "") not in ("", "0")
 #: PgBouncer's server connections for the test database in that leg: fewer than the
 #: engine's pool (DB_POOL_MAX_SIZE, 10), so client connections really share them.
 PGBOUNCER_POOL_SIZE = 3
+
+
+#: Seconds into one test (set-up, call and teardown) after which the watchdog reports what the
+#: event loop is waiting for: before pytest-timeout (300 s) ends the run with only the
+#: threads' stacks, which show a loop in select() and not the awaiting task.
+WATCHDOG_SECONDS = float(os.environ.get("TASKQL_TEST_WATCHDOG_SECONDS", "240"))
+
+
+class _Watchdog:
+    """Reports, once per test, a test that takes longer than ``WATCHDOG_SECONDS``: its id and
+    every pending asyncio task with its stack (found through the garbage collector, as
+    the loop belongs to another thread)."""
+
+    def __init__(self) -> None:
+        self.config: pytest.Config | None = None
+        self.current: tuple[str, float] | None = None
+        self.reported: str | None = None
+        threading.Thread(target=self._run, name="taskql-test-watchdog", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(5)
+            current = self.current
+            if current is None or current[0] == self.reported:
+                continue
+            nodeid, started = current
+            if time.monotonic() - started > WATCHDOG_SECONDS:
+                self.reported = nodeid
+                self._report(nodeid)
+
+    def _report(self, nodeid: str) -> None:
+        # Past pytest's output capture, as pytest-timeout does for its dump.
+        capture = self.config.pluginmanager.getplugin("capturemanager") if self.config else None
+        if capture is not None:
+            capture.suspend_global_capture(in_=True)
+        try:
+            print(f"\n=== watchdog: {nodeid} still running after {WATCHDOG_SECONDS:g} s")
+            tasks = [o for o in gc.get_objects() if isinstance(o, asyncio.Task) and not o.done()]
+            for task in tasks:
+                print(f"--- pending task {task.get_name()}: {task.get_coro()!r}")
+                task.print_stack(file=sys.stdout)
+            sys.stdout.flush()
+        finally:
+            if capture is not None:
+                capture.resume_global_capture()
+
+
+_WATCHDOG = _Watchdog()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _WATCHDOG.config = config
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, None, None]:
+    _WATCHDOG.current = (item.nodeid, time.monotonic())
+    try:
+        yield
+    finally:
+        _WATCHDOG.current = None
 
 
 @dataclass(frozen=True)
@@ -140,16 +205,9 @@ async def pool(
     assert DB.pool is not None
     started = DB.pool
     yield started
-    # Bounded: asyncpg's close waits for every connection to be released, forever for one a
-    # test leaked; then terminate it and say so rather than hang the run.
-    try:
-        await asyncio.wait_for(DB.close_connection_pool(), 30)
-    except TimeoutError:
-        started.terminate()
-        DB.pool = None
-        raise AssertionError(
-            "the pool did not close within 30 s: a connection was never released"
-        ) from None
+    # Bounded (a connection a test leaked is never released): terminated, and said so.
+    if not await DB.close_pool_within(30):
+        raise AssertionError("the pool did not close within 30 s: a connection was never released")
 
 
 @pytest.fixture
