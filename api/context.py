@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from uuid import UUID
 
 import strawberry
+from graphql import DocumentNode, OperationDefinitionNode
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
@@ -42,6 +43,10 @@ class Context:
     completed_mutations: list[Any] = field(default_factory=list)
     #: The compiler (None with compiled queries off): mutation payloads are read back by it.
     compiler: Compiler | None = None
+    #: The client's document and operation when the one executed is another (a mutation
+    #: whose payload objects are read back executes them cut down to ids): the node limit
+    #: and the other bounds are checked on what the client asked for.
+    requested: tuple[DocumentNode, OperationDefinitionNode] | None = None
     _loaders: Loaders | None = None
 
     @property

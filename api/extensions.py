@@ -116,6 +116,7 @@ class OperationTransaction(SchemaExtension):
             auth.tenant.role,
         )
         if planned is not None:
+            context.requested = (document, operation)
             execution.graphql_document = planned.document
         return planned
 
@@ -348,8 +349,11 @@ class CheckedExecutionContext(StrawberryGraphQLCoreExecutionContext):
             return built
         context = built.context_value
         settings = getattr(context, "settings", None) or get_settings()
+        # The client's document, not its cut-down form (``api.readback``).
+        requested = getattr(context, "requested", None)
+        checked, operation = requested if requested is not None else (document, built.operation)
         try:
-            cost.check_operation(schema, document, built.operation, built.variable_values, settings)
+            cost.check_operation(schema, checked, operation, built.variable_values, settings)
         except (cost.CostError, errors.ApiError) as over:
             return [over]
         return built

@@ -17,6 +17,12 @@ statement runs with the ids the mutations returned and its objects replace the i
 result. When any part does not compile, nothing is changed: the resolvers answer the whole
 operation, as before. A failed operation is rolled back and its payloads' objects become
 null (``api.mutations.base.rolled_back``) whichever way they were to be read.
+
+Lists of objects (``createTasks``'s ``tasks``, up to 1,000) stay with the resolvers, whose
+loaders read them in a few batched statements: one ``node`` read per object was measured
+slower (10 tasks: 88-175 ms against 17-23 ms) and outgrows the document bounds at 100.
+The node limit is counted on the client's document, not on the cut-down one executed
+(``Context.requested``).
 """
 
 from __future__ import annotations

@@ -193,3 +193,117 @@ async def test_several_mutations_aliases_and_directives_read_back_alike(
     assert "shown" not in answers[0]["one"]
     assert answers[0]["two"]["comment"]["content"] == "second"
     assert answers[0]["three"] == {"task": {"priority": 2}, "errors": []}
+
+
+async def test_a_list_payload_answers_as_the_resolvers_do(
+    pool: asyncpg.Pool, org_a: Org, org_b: Org
+) -> None:
+    """createTasks's ``tasks`` (left to the resolvers' batched loaders on both paths, see
+    ``api.readback``): in order, a subtask of the batch among them, each the object a
+    ``node`` read answers; none visible to the other tenant."""
+    # Counted at createTasks's bound (1,000 tasks): a selection that fits the node limit.
+    selection = """id title status priority dueDate completedAt parent { title }
+      project { name } assignee { displayName } createdBy { email }
+      subtasks(first: $n) { totalCount nodes { title } } ...Dates"""
+    mutation = f"""mutation($p: ID!, $n: Int!, $tasks: [BulkTaskInput!]!) {{
+      createTasks(input: {{projectId: $p, tasks: $tasks}}) {{
+        errors {{ code }} tasks {{ {selection} }} }} }} {FRAGMENTS}"""
+    read = (
+        f"query($readId: ID!, $n: Int!) {{ node(id: $readId) {{ ... on Task {{ {selection} }} }} }} "
+        f"{FRAGMENTS}"
+    )
+    batch: list[dict[str, Any]] = [
+        {"title": "Batch parent", "priority": 2, "dueDate": "2027-01-02T03:04:05Z"},
+        {"title": "Batch child \u00e9", "parentIndex": 0, "status": "IN_PROGRESS"},
+        {"title": "Batch third"},
+    ]
+    async with api_client(True) as compiled, api_client(False) as resolvers:
+        for org in (org_a, org_b):
+            variables = {"p": org.project, "n": 2, "tasks": batch}
+            written = await compiled(mutation, variables, as_=(org, "member"))
+            assert "errors" not in written, written
+            payload = written["data"]["createTasks"]
+            assert payload["errors"] == []
+            assert [t["title"] for t in payload["tasks"]] == [b["title"] for b in batch]
+            assert payload["tasks"][1]["parent"] == {"title": "Batch parent"}
+            for task in payload["tasks"]:
+                reread = await resolvers(read, {"readId": task["id"], "n": 2}, as_=(org, "member"))
+                assert reread["data"]["node"] == task
+                other = org_b if org is org_a else org_a
+                hidden = await resolvers(read, {"readId": task["id"], "n": 2}, as_=(other, "owner"))
+                assert hidden["data"]["node"] is None
+            again = await resolvers(mutation, variables, as_=(org, "member"))
+            assert "errors" not in again, again
+            assert [t["title"] for t in again["data"]["createTasks"]["tasks"]] == [
+                b["title"] for b in batch
+            ]
+            assert written["extensions"]["sqlStatements"] == again["extensions"]["sqlStatements"]
+
+
+async def test_the_node_limit_counts_what_the_client_asked_for(
+    pool: asyncpg.Pool, org_a: Org, org_b: Org
+) -> None:
+    """The document executed is cut down to ids, but the node limit counts the client's
+    whole selection: a payload object read back (about 10,100 nodes) beside a bulk payload
+    (about 11,000 at its bound of 1,000 tasks) is over the limit of 20,000 on both paths
+    alike, though each part is under it, and nothing is written."""
+    mutation = """mutation($p: ID!, $tasks: [BulkTaskInput!]!) {
+      createTask(input: {projectId: $p, title: "too big"}) {
+        task { subtasks(first: 100) { nodes { comments(first: 100) { totalCount } } } } }
+      createTasks(input: {projectId: $p, tasks: $tasks}) {
+        tasks { id subtasks(first: 10) { nodes { id } } } } }"""
+    answers = []
+    for compiled in (True, False):
+        async with api_client(compiled) as api:
+            for org in (org_a, org_b):
+                variables = {"p": org.project, "tasks": [{"title": "too big"}]}
+                body = await api(mutation, variables, as_=(org, "member"))
+                for error in body.get("errors", []):
+                    error.get("extensions", {}).pop("requestId", None)
+                answers.append(body)
+    assert answers[0] == answers[2]
+    assert answers[1] == answers[3]
+    assert answers[0]["data"] is None
+    assert answers[0]["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert answers[0]["errors"][0]["extensions"]["cost"] > 20_000
+    async with api_client(False) as api:
+        for org in (org_a, org_b):
+            found = await api(
+                'query($p: ID!) { project(id: $p) { tasks(first: 10, filter: {search: "too big"}) '
+                "{ totalCount } } }",
+                {"p": org.project},
+                as_=(org, "owner"),
+            )
+            assert found["data"]["project"]["tasks"]["totalCount"] == 0
+
+
+async def test_a_failed_bulk_payload_reads_nothing_back(
+    pool: asyncpg.Pool, org_a: Org, org_b: Org
+) -> None:
+    """A batch refused (a bad parent index) or rolled back (a later mutation fails): the
+    same answer on both paths, an empty list, and nothing written."""
+    mutation = """mutation($p: ID!, $tasks: [BulkTaskInput!]!) {
+      createTasks(input: {projectId: $p, tasks: $tasks}) { tasks { id title } errors { code } }
+      createProject(input: {name: "members may not"}) { project { id } errors { code } } }"""
+    answers: dict[bool, list[Any]] = {}
+    for compiled in (True, False):
+        async with api_client(compiled) as api:
+            for org in (org_a, org_b):
+                for tasks in ([{"title": "x", "parentIndex": 5}], [{"title": "rolled back"}]):
+                    body = await api(
+                        mutation, {"p": org.project, "tasks": tasks}, as_=(org, "member")
+                    )
+                    assert "errors" not in body, body
+                    answers.setdefault(compiled, []).append(body["data"])
+    assert answers[True] == answers[False]
+    for data in answers[True]:
+        assert data["createTasks"]["tasks"] == []
+        assert data["createTasks"]["errors"]
+    async with api_client(False) as api:
+        for org in (org_a, org_b):
+            found = await api(
+                'query($p: ID!) { project(id: $p) { tasks(first: 100, filter: {search: "rolled back"}) { totalCount } } }',
+                {"p": org.project},
+                as_=(org, "owner"),
+            )
+            assert found["data"]["project"]["tasks"]["totalCount"] == 0
