@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import uvicorn
@@ -24,6 +25,7 @@ from api.cli import UVICORN_OPTIONS, limits_notice
 from api.middleware import client_address
 from api.ratelimit import LoginLimits
 from api.settings import Settings
+from db.engine import DB
 from db.tenancy import TenantContext, request_transaction
 from tests.api.conftest import Api
 from tests.api.test_auth import LOG_IN, sign_up, unique_email
@@ -352,3 +354,33 @@ async def test_the_per_address_limit_counts_the_address_the_server_may_believe(
     else:
         assert codes(results) == ["BAD_USER_INPUT"] * 3 + ["RATE_LIMITED"] * 2
         assert codes(same) == ["RATE_LIMITED"] * 4
+
+
+async def test_limits_come_first_a_refused_log_in_takes_no_connection(pool: asyncpg.Pool) -> None:
+    """Issue 13: the limit was checked after the log-in took a pooled connection. With every
+    pooled connection held elsewhere, a log-in over its limit is still answered RATE_LIMITED
+    (it never asks for one), while one within its limit, and a sign-up, get the pool's 503."""
+    app = create_app(Settings(taskql_login_attempts_per_pair=2))
+    email = unique_email()
+    async with client(app, "203.0.113.90") as guesser:
+        assert codes([await log_in(guesser, email) for _ in range(2)]) == ["BAD_USER_INPUT"] * 2
+        held = [await pool.acquire() for _ in range(pool.get_max_size())]
+        timeout, DB.acquire_timeout = DB.acquire_timeout, 0.2
+        try:
+            assert codes([await log_in(guesser, email)]) == ["RATE_LIMITED"]
+            for document, variables in (
+                (LOG_IN, {"email": unique_email(), "password": "not the password"}),
+                (
+                    "mutation($e: String!) { signUp(input: {email: $e, password: "
+                    '"long enough password", displayName: "S"}) { token errors { code } } }',
+                    {"e": unique_email()},
+                ),
+            ):
+                busy = await guesser.post(document, variables)
+                assert busy.status_code == 503, busy.text
+                assert busy.headers["retry-after"] == "1"
+                assert busy.json()["errors"][0]["extensions"]["reason"] == "POOL_EXHAUSTED"
+        finally:
+            DB.acquire_timeout = timeout
+            for connection in held:
+                await pool.release(connection)
