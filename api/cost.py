@@ -45,6 +45,7 @@ from graphql import (
 from graphql.execution.values import VariableValues, get_argument_values
 
 from api import errors, inputs, validation
+from api.memo import ByDocument
 from api.settings import Settings
 from api.types.node import TaskStatus
 
@@ -183,7 +184,22 @@ def check_document(
     document: DocumentNode, operation_name: str | None, settings: Settings
 ) -> OperationDefinitionNode:
     """The checks that need no schema or variables, before validation. Raises CostError
-    (or BadUserInput for a string literal PostgreSQL cannot store, ``api.inputs``)."""
+    (or BadUserInput for a string literal PostgreSQL cannot store, ``api.inputs``). A
+    document that passed is not walked again (``api.memo``)."""
+    return _CHECKED.get(
+        (document,),
+        (operation_name, settings.taskql_max_fields),
+        lambda: _check_document(document, operation_name, settings),
+    )
+
+
+#: The operation each checked document runs, per operation name and field limit.
+_CHECKED: ByDocument[OperationDefinitionNode] = ByDocument()
+
+
+def _check_document(
+    document: DocumentNode, operation_name: str | None, settings: Settings
+) -> OperationDefinitionNode:
     operation = select_operation(document, operation_name)
     unknown = unknown_fragment(document)
     if unknown is not None:

@@ -32,6 +32,7 @@ from strawberry.schema.types.base_scalars import isoformat, wrap_parser
 from strawberry.types.scalar import ScalarDefinition
 
 from api import errors
+from api.memo import ByDocument
 
 _BAD = re.compile("[\x00\ud800-\udfff]")
 #: Longest number literal a document may hold (an Int has 10 digits, a Float's exponent 3).
@@ -117,14 +118,30 @@ def check_null_variables(
     default): the variable's own default does not replace an explicit null (the spec's
     CoerceVariableValues), so the location would get null. One rule for both read paths,
     checked with the coerced variables before anything runs."""
-    context = ValidationContext(schema, document, TypeInfo(schema), lambda error: None)
-    for usage in context.get_recursive_variable_usages(operation):
-        name = usage.node.name.value
-        if isinstance(usage.type, GraphQLNonNull) and name in coerced and coerced[name] is None:
+    for name, required in _USAGES.get(
+        (schema, document, operation), (), lambda: _non_null_usages(schema, document, operation)
+    ):
+        if name in coerced and coerced[name] is None:
             raise errors.BadUserInput(
-                f"variable ${name} is null where a value of type {usage.type} is required",
+                f"variable ${name} is null where a value of type {required} is required",
                 variable=name,
             )
+
+
+def _non_null_usages(
+    schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode
+) -> tuple[tuple[str, str], ...]:
+    """(variable, type) of each place ``operation`` uses a variable as a non-null value."""
+    context = ValidationContext(schema, document, TypeInfo(schema), lambda error: None)
+    return tuple(
+        (usage.node.name.value, str(usage.type))
+        for usage in context.get_recursive_variable_usages(operation)
+        if isinstance(usage.type, GraphQLNonNull)
+    )
+
+
+#: The non-null variable usages of each operation (they depend on the document alone).
+_USAGES: ByDocument[tuple[tuple[str, str], ...]] = ByDocument()
 
 
 class _Literals(Visitor):

@@ -55,6 +55,7 @@ from graphql.language import Visitor
 from api.compiler import Compiler
 from api.compiler.relations import NODE_TABLES
 from api.ids import to_global_id
+from api.memo import ByDocument
 
 #: The alias under which the cut-down selection reads the object's id.
 ID_KEY = "taskqlReadBackId"
@@ -135,13 +136,41 @@ def plan(
     role: str | None,
 ) -> ReadBack | None:
     """The read-back of this mutation's payload objects, or None (the resolvers answer)."""
+    if operation.operation is not OperationType.MUTATION or tenant_id is None:
+        return None
+    shape = _SHAPES.get(
+        (schema, document, operation), (), lambda: _shape(schema, operation, document)
+    )
+    if shape is None:
+        return None
+    given = {name: value for name, value in variables.items() if name in shape.used}
+    stand_ins = {
+        f"{_VARIABLE}{i}": to_global_id(t.type_name, _STAND_IN) for i, t in enumerate(shape.targets)
+    }
+    if compiler.read_back(shape.query, {**given, **stand_ins}, tenant_id, viewer_id, role) is None:
+        return None
+    return ReadBack(shape.cut, shape.query, given, shape.targets)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What a mutation's read-back is made of, from its document alone."""
+
+    cut: DocumentNode
+    query: str
+    used: frozenset[str]
+    targets: tuple[Target, ...]
+
+
+#: The read-back shape of each mutation operation (None: the resolvers answer it).
+_SHAPES: ByDocument[_Shape | None] = ByDocument()
+
+
+def _shape(
+    schema: GraphQLSchema, operation: OperationDefinitionNode, document: DocumentNode
+) -> _Shape | None:
     mutation_type = schema.mutation_type
-    if (
-        operation.operation is not OperationType.MUTATION
-        or operation.directives
-        or mutation_type is None
-        or tenant_id is None
-    ):
+    if operation.directives or mutation_type is None:
         return None
     targets: list[tuple[Target, FieldNode]] = []
     roots: list[FieldNode] = []
@@ -171,16 +200,10 @@ def plan(
     query, used = _query(document, operation, targets)
     if query is None:
         return None
-    given = {name: value for name, value in variables.items() if name in used}
-    stand_ins = {
-        f"{_VARIABLE}{i}": to_global_id(t.type_name, _STAND_IN) for i, (t, _) in enumerate(targets)
-    }
-    if compiler.read_back(query, {**given, **stand_ins}, tenant_id, viewer_id, role) is None:
-        return None
-    return ReadBack(
+    return _Shape(
         _cut(document, operation, [f for _, f in targets]),
         query,
-        given,
+        frozenset(used),
         tuple(t for t, _ in targets),
     )
 

@@ -1,4 +1,5 @@
-"""Running a mutation: in a savepoint, with expected failures turned into typed errors.
+"""Running a mutation: in a savepoint when other mutations share its operation, with expected
+failures turned into typed errors.
 
 A mutation that fails marks the operation failed, and the transaction extension rolls the
 whole operation back: a failed mutation never leaves a partial write. The payloads of the
@@ -149,8 +150,13 @@ async def mutation(info: Info) -> AsyncIterator[Run]:
     ``return Payload(errors=run.errors)``: the block's exceptions become typed errors."""
     run = Run(info.context)
     try:
-        async with info.context.db.savepoint():
+        if _alone(info):
+            # Nothing runs after it in the transaction: a failure rolls the operation back
+            # as a whole, so a savepoint would only cost two round trips.
             yield run
+        else:
+            async with info.context.db.savepoint():
+                yield run
     except Failed as failure:
         run.errors = failure.errors
     except errors.Unauthenticated as exc:
@@ -177,6 +183,14 @@ async def mutation(info: Info) -> AsyncIterator[Run]:
         info.context.failed = True
     else:
         info.context.completed_mutations.append(info._raw_info)
+
+
+def _alone(info: Info) -> bool:
+    """Whether this mutation is its operation's only root selection (the common case): the
+    savepoint lets the operation's later mutations run after a failed statement of this
+    one (and report their own errors) before the whole operation is rolled back."""
+    selections = info._raw_info.operation.selection_set.selections
+    return len(selections) == 1 and isinstance(selections[0], FieldNode)
 
 
 ResolveInfo: TypeAlias = GraphQLResolveInfo[Any]

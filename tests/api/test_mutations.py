@@ -376,8 +376,9 @@ async def test_bulk_create_of_a_thousand_tasks_is_one_statement(api: Api, org_a:
     assert payload["errors"] == []
     assert len(payload["tasks"]) == 1000
     assert payload["tasks"][1] == {"title": "Bulk 1", "parent": {"title": "Bulk 0"}}
-    # set-up, savepoint, one INSERT for 1,000 rows, release, one batched parent lookup
-    assert body["extensions"]["sqlStatements"] == 5
+    # set-up, one INSERT for 1,000 rows, one batched parent lookup (the operation's only
+    # mutation takes no savepoint)
+    assert body["extensions"]["sqlStatements"] == 3
 
 
 async def test_bulk_create_is_all_or_nothing(api: Api, org_a: Org, org_b: Org) -> None:
@@ -459,3 +460,50 @@ async def test_sessions_of_new_users_work_immediately(api: Api, org_a: Org) -> N
     token = await session_token(user)
     body = await api("{ viewer { user { email } } }", token=token)
     assert body["data"]["viewer"]["user"]["email"] == f"fresh-{org_a.slug}@example.test"
+
+
+async def test_a_lone_mutation_refused_by_the_database_takes_no_savepoint(
+    api: Api, org_a: Org, org_b: Org
+) -> None:
+    """The operation's only mutation runs without a savepoint: a statement the database
+    refuses still gives the typed error, writes nothing, and leaves the pooled connection
+    fit for the next request; the other tenant sees nothing either way."""
+
+    async def totals() -> tuple[int, int]:
+        query = "query($id: ID!) { project(id: $id) { tasks(first: 1) { totalCount } } }"
+        a = await api(query, {"id": org_a.project}, as_=(org_a, "member"))
+        b = await api(query, {"id": org_b.project}, as_=(org_b, "member"))
+        return (
+            a["data"]["project"]["tasks"]["totalCount"],
+            b["data"]["project"]["tasks"]["totalCount"],
+        )
+
+    before = await totals()
+    refused = await api(
+        "mutation($input: CreateTaskInput!) { createTask(input: $input) { task { id } errors { code path } } }",
+        {"input": {"projectId": org_a.project, "title": "x", "assigneeId": org_b.user("member")}},
+        as_=(org_a, "member"),
+    )
+    assert refused["data"]["createTask"] == {
+        "task": None,
+        "errors": [{"code": "BAD_USER_INPUT", "path": ["input", "assigneeId"]}],
+    }
+    # set-up and the INSERT the database refused: no SAVEPOINT, no RELEASE
+    assert refused["extensions"]["sqlStatements"] == 2
+    assert await totals() == before
+    # Two mutations: the first refused by the database, the second still runs (in a
+    # savepoint after the first's) and reports that the operation was rolled back.
+    both = await api(
+        "mutation($bad: CreateTaskInput!, $good: CreateTaskInput!) {"
+        " a: createTask(input: $bad) { task { id } errors { code } }"
+        " b: createTask(input: $good) { task { id } errors { code } } }",
+        {
+            "bad": {"projectId": org_a.project, "title": "x", "assigneeId": org_b.user("member")},
+            "good": {"projectId": org_a.project, "title": "fine"},
+        },
+        as_=(org_a, "member"),
+    )
+    assert both["data"]["a"] == {"task": None, "errors": [{"code": "BAD_USER_INPUT"}]}
+    assert both["data"]["b"]["task"] is None
+    assert [e["code"] for e in both["data"]["b"]["errors"]] == ["ROLLED_BACK"]
+    assert await totals() == before
