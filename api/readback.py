@@ -147,7 +147,7 @@ def plan(
     stand_ins = {
         f"{_VARIABLE}{i}": to_global_id(t.type_name, _STAND_IN) for i, t in enumerate(shape.targets)
     }
-    if compiler.read_back(shape.query, {**given, **stand_ins}, tenant_id, viewer_id, role) is None:
+    if not compiler.read_back_compiles(shape.query, {**given, **stand_ins}):
         return None
     return ReadBack(shape.cut, shape.query, given, shape.targets)
 

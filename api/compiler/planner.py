@@ -73,6 +73,8 @@ class Compiler:
         self._by_coerced: OrderedDict[tuple[str, str | None, str, bool], Statement | None] = (
             OrderedDict()
         )
+        #: Whether a read-back compiles, by its query and variables (its ids stand-ins).
+        self._read_backs: OrderedDict[tuple[str, str], bool] = OrderedDict()
 
     def plan(self, query: str, operation_name: str | None) -> Plan | None:
         """The plan for a query, or None when the resolvers must answer it."""
@@ -230,6 +232,21 @@ class Compiler:
             return None
         return statement.sql, statement.bind(tenant_id, viewer_id, role)
 
+    def read_back_compiles(self, query: str, variables: dict[str, Any]) -> bool:
+        """Whether ``read_back`` answers this query with these variables (the ids being
+        stand-ins): remembered, as the answer is the same for any tenant, viewer and role
+        (a read-back that needs a role is never compiled)."""
+        key = (query, json.dumps(variables, sort_keys=True, default=repr))
+        known = self._read_backs.get(key)
+        if known is not None:
+            self._read_backs.move_to_end(key)
+            return known
+        compiles = self.read_back(query, variables, _NOBODY, _NOBODY, None) is not None
+        self._read_backs[key] = compiles
+        if len(self._read_backs) > self.cache_size:
+            self._read_backs.popitem(last=False)
+        return compiles
+
     def _coerced_statement(
         self,
         query: str,
@@ -296,6 +313,10 @@ class Compiler:
         # The response's data as JSON text, byte for byte what the resolvers' encoder writes.
         sql = f"SELECT {json_object(parts)}"
         return Statement(sql, tuple(render.params.values), node_count, render.role)
+
+
+#: The tenant and viewer bound to a read-back that is only checked, never run.
+_NOBODY = UUID(int=0)
 
 
 def _remember(
