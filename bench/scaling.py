@@ -20,19 +20,29 @@ the request), the same for every page size and tenant (they are parameters).
 
 Writes ``bench/results/scaling-<label>.json``, ``.md`` (the table) and ``.png`` (p50 and p95
 latency and the statement's time against tenant size, log x, one colour per page size; needs
-matplotlib: ``pip install -e '.[bench]'``).
+matplotlib: ``pip install -e '.[bench]'``). Needs wrk (``apt-get install wrk``), and a seeded
+database: ``TASKQL_DATABASE`` names one of the embedded server (or DATABASE_URL and
+MIGRATION_DATABASE_URL point at a server, where pg_stat_statements must be loaded for the
+statement's time). It adds one session row per measured tenant, nothing else.
 
-    # the 1M-task dataset (taskql seed's defaults) and a 10M-task one:
+    # the 1M-task dataset (taskql seed's defaults: 20 tenants, 10 projects each, 5,000 tasks
+    # per project on average) and a 10M-task one (10 x the tasks per project):
+    TASKQL_DATABASE=taskql_large .venv/bin/taskql seed
     TASKQL_DATABASE=taskql_large .venv/bin/python bench/scaling.py --label 1M
+    TASKQL_DATABASE=taskql_10m .venv/bin/taskql seed --tasks-per-project 50000
     TASKQL_DATABASE=taskql_10m .venv/bin/python bench/scaling.py --label 10M
     # one chart of both, side by side, from their JSON (no run): scaling-1M-vs-10M.png
     .venv/bin/python bench/scaling.py --chart 1M 10M
+    # a small dataset, to try it (bench/results/scaling-small.*):
+    TASKQL_DATABASE=taskql_scaling .venv/bin/taskql seed --orgs 12 --users 300 --tasks-per-project 400
+    TASKQL_DATABASE=taskql_scaling .venv/bin/python bench/scaling.py --label small
 
 Options: ``--duration 5`` seconds per run, ``--repeat 3`` rounds, ``--warmup 2`` seconds per
 cell, ``--percentiles 0 50 90 100`` (tenants by task count, nearest rank),
-``--page-sizes 10 50 100``, ``--note TEXT`` (what the dataset is, printed in the .md).
-A run takes about cells x (warm-up + repeat x duration): 12 cells at the defaults, about
-4 minutes plus the start-up (counting the tenants' tasks: seconds on 10M tasks).
+``--page-sizes 10 50 100``, ``--note TEXT`` (what the dataset is, printed in the .md),
+``--chart LABEL [LABEL ...]`` (redraw from JSON, no run). A run takes about cells x (warm-up
++ repeat x duration), 12 x 17 s = 204 s at the defaults, plus the start-up (counting every
+tenant's tasks and the tables' rows: seconds on 10M tasks); 215 s in all on the small dataset.
 """
 
 from __future__ import annotations
@@ -229,6 +239,7 @@ def main(
     note: str | None,
 ) -> None:
     started = time.monotonic()
+    load_before = os.getloadavg()[0]
     wrk = ensure_wrk()
     targets = resolve()
     owner_dsn, server_dsn = targets.require_owner(), targets.require_server()
@@ -324,6 +335,8 @@ def main(
         "statement_query_ids": sorted(query_ids),
         "postgres_time_from": cluster.counting,
         "run_seconds": round(time.monotonic() - started),
+        # The machine's 1-minute load average before and after the run (others share it).
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "rows": rows,
     }
     RESULTS.mkdir(exist_ok=True)
@@ -357,7 +370,13 @@ def markdown(result: dict[str, Any]) -> str:
         "the cells in a rotated order each round; each figure is the median over the rounds. Latencies in ms (the whole request). "
         "Statement: the compiled statement's mean execution time; PostgreSQL per request: the "
         "execution time of all the server role's statements per request (both from "
-        f"{result['postgres_time_from']}, deltas over each run; planning not included).",
+        f"{result['postgres_time_from']}, deltas over each run; planning not included)."
+        + (
+            f" The machine's 1-minute load average was {result['load_average'][0]:.1f} before "
+            f"the run and {result['load_average'][1]:.1f} after it ({result['workers']} cores)."
+            if result.get("load_average")
+            else ""
+        ),
         "",
         "| tenant (percentile by tasks) | tenant tasks | project tasks | page size | p50 | p95 | p99 | statement ms | PostgreSQL ms/request | req/s | response bytes | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -385,7 +404,7 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
         print("matplotlib not installed: no chart (pip install -e '.[bench]')")
         return
     figure, axes = plt.subplots(
-        1, len(results), figsize=(6.5 * len(results), 5), sharey=True, squeeze=False
+        1, len(results), figsize=(max(8.0, 6.5 * len(results)), 5.6), sharey=True, squeeze=False
     )
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for axis, result in zip(axes[0], results, strict=True):
@@ -408,7 +427,7 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
                     [s for _, s in statement],
                     "s:",
                     color=colour,
-                    label=f"first {size}: statement (PostgreSQL)",
+                    label=f"first {size}: statement in PostgreSQL",
                 )
         axis.set_xscale("log")
         # Ticks at the tenants measured: their task counts and percentiles.
@@ -420,8 +439,10 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
         axis.set_ylim(bottom=0)
         axis.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel("main query latency, ms (concurrency 1)")
-    axes[0][-1].legend(fontsize=7)
-    figure.tight_layout()
+    # Below the panels, one column per page size: the lines stay uncovered.
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0.13, 1, 1))
     figure.savefig(path, dpi=110)
 
 
