@@ -73,7 +73,7 @@ from db import pgbouncer as pgbouncer_launcher
 from db.explain import find_sample, tenant_slugs
 from db.queries import users
 from db.settings import pool_size_for
-from db.targets import resolve
+from db.targets import Targets, resolve
 from db.tenancy import TenantContext, request_transaction
 
 ROOT = Path(__file__).resolve().parent
@@ -82,9 +82,16 @@ RESULTS = ROOT / "results"
 THROUGH_PGBOUNCER = " [PgBouncer]"
 #: Suffix of the operations run by the server whose reads go to the replica.
 ON_REPLICA = " [replica]"
-MAIN_QUERY = """query($id: ID!) { project(id: $id) { name tasks(first: 50) { edges { node {
-  id title status priority assignee { id displayName }
-  comments(first: 3) { nodes { id content author { id displayName } } } } } } } }"""
+
+
+def main_query(first: int = 50) -> str:
+    """The main query with a page of ``first`` tasks (bench/scaling.py varies it)."""
+    return f"""query($id: ID!) {{ project(id: $id) {{ name tasks(first: {first}) {{ edges {{ node {{
+  id title status priority assignee {{ id displayName }}
+  comments(first: 3) {{ nodes {{ id content author {{ id displayName }} }} }} }} }} }} }} }}"""
+
+
+MAIN_QUERY = main_query(50)
 #: The main query asks for a project's first 50 tasks in the default order, creation time
 #: ascending: the 50 OLDEST (the README says so).
 OPERATIONS = {
@@ -258,7 +265,7 @@ class Cluster:
         connection = await asyncpg.connect(dsn)
         try:
             backend = int(await connection.fetchval("SELECT pg_backend_pid()"))
-            return psutil.Process(backend).ppid()  # while the backend lives
+            return int(psutil.Process(backend).ppid())  # while the backend lives
         finally:
             await connection.close()
 
@@ -314,6 +321,51 @@ class Cluster:
         finally:
             await connection.close()
 
+    def exec_times(self) -> dict[int, tuple[float, float]]:
+        """Per statement (pg_stat_statements' queryid) of the server role: calls and total
+        execution time in ms so far; empty where pg_stat_statements is not readable."""
+        if self.counting != "pg_stat_statements":
+            return {}
+        return asyncio.run(self._exec_times())
+
+    async def _exec_times(self) -> dict[int, tuple[float, float]]:
+        connection = await asyncpg.connect(self.stats_dsn)
+        try:
+            rows = await connection.fetch(
+                f"SELECT queryid, sum(calls) AS calls, sum(total_exec_time) AS ms FROM {self.view} s "
+                "JOIN pg_roles r ON r.oid = s.userid JOIN pg_database d ON d.oid = s.dbid "
+                "WHERE r.rolname = $1 AND d.datname = current_database() GROUP BY queryid",
+                self.server_role,
+            )
+            return {int(r["queryid"]): (float(r["calls"]), float(r["ms"])) for r in rows}
+        finally:
+            await connection.close()
+
+
+def cluster_of(targets: Targets) -> Cluster:
+    """The Cluster of the server role's database: its statistics read as the embedded
+    server's superuser, or as the owner on a server of DATABASE_URL."""
+    owner_dsn, server_dsn = targets.require_owner(), targets.require_server()
+    server_parts = pgbouncer_launcher.Upstream.parse(server_dsn)
+    stats_dsn = (
+        targets.embedded.dsn(embedded.SUPERUSER, server_parts.database)
+        if targets.embedded is not None
+        else owner_dsn
+    )
+    return Cluster(server_dsn, stats_dsn, server_parts.user)
+
+
+def server_env(owner_dsn: str, server_dsn: str, pool_size: int) -> dict[str, str]:
+    """The environment of a benchmarked API server: this database, a pool of ``pool_size``
+    per worker, and no log-in limit in the way of wrk."""
+    return {
+        **os.environ,
+        "DATABASE_URL": server_dsn,
+        "MIGRATION_DATABASE_URL": owner_dsn,
+        "DB_POOL_MAX_SIZE": str(pool_size),
+        "TASKQL_LOGIN_ATTEMPTS_PER_IP": "1000000",
+    }
+
 
 def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {q: n - before.get(q, 0.0) for q, n in after.items() if n - before.get(q, 0.0) > 0}
@@ -355,10 +407,15 @@ def wrk_result(stdout: str) -> dict[str, Any]:
     return data
 
 
-async def session_for(owner_dsn: str, server_dsn: str) -> tuple[str, str, dict[str, Any], int]:
+async def session_for(
+    owner_dsn: str, server_dsn: str, slug: str | None = None
+) -> tuple[str, str, dict[str, Any], int]:
+    """A session token of the owner of the tenant ``slug`` (default: the largest by tasks),
+    that slug, the variables of the operations for its largest project, and that project's
+    task count."""
     owner = await asyncpg.connect(owner_dsn)
     try:
-        largest, _ = await tenant_slugs(owner)
+        largest = slug or (await tenant_slugs(owner))[0]
         sample = await find_sample(owner, largest, largest)
         async with owner.transaction():
             await owner.execute("SET LOCAL ROLE taskql_maintenance")
@@ -389,7 +446,11 @@ async def session_for(owner_dsn: str, server_dsn: str) -> tuple[str, str, dict[s
         "n": to_global_id("Task", sample.task_ids[0]),
         "u": to_global_id("User", sample.user_id),
     }
-    ids = {"org": str(sample.organization_id), "project": str(sample.project_id)}
+    ids = {
+        "org": str(sample.organization_id),
+        "project": str(sample.project_id),
+        "user": str(sample.user_id),
+    }
     extra = {"write_ids": [to_global_id("Task", i) for i in write_ids]}
     return token, largest, {**variables, **ids, **extra}, sample.tasks_in_project
 
@@ -495,24 +556,13 @@ def main(
     owner_dsn, server_dsn = targets.require_owner(), targets.require_server()
     token, slug, variables, project_size = asyncio.run(session_for(owner_dsn, server_dsn))
     server_parts = pgbouncer_launcher.Upstream.parse(server_dsn)
-    stats_dsn = (
-        targets.embedded.dsn(embedded.SUPERUSER, server_parts.database)
-        if targets.embedded is not None
-        else owner_dsn
-    )
-    cluster = Cluster(server_dsn, stats_dsn, server_parts.user)
+    cluster = cluster_of(targets)
     print(f"statements counted with {cluster.counting}", flush=True)
     workers = os.cpu_count() or 2
     if pool_size is None:
         # PostgreSQL runs on this machine: the pool sized to its cores, as `taskql serve` does.
         pool_size = pool_size_for(os.cpu_count() or 1, workers)
-    env = {
-        **os.environ,
-        "DATABASE_URL": server_dsn,
-        "MIGRATION_DATABASE_URL": owner_dsn,
-        "DB_POOL_MAX_SIZE": str(pool_size),
-        "TASKQL_LOGIN_ATTEMPTS_PER_IP": "1000000",
-    }
+    env = server_env(owner_dsn, server_dsn, pool_size)
     statements = asyncio.run(statements_per_operation(token, slug, variables))
     api_port, limit_port, reuse_port = free_port(), free_port(), free_port()
     api = start("api.app:create_app", api_port, workers, env)
@@ -931,6 +981,21 @@ async def replica_lag(
     }
 
 
+def commit_stamp() -> str:
+    """The commit the results were measured at, and whether bench/'s code had changed."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    dirty = subprocess.run(
+        # Changed code, not this folder's earlier results.
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout.strip()
+    return commit + (" (with uncommitted changes)" if dirty else "")
+
+
 def write_results(
     rows: list[dict[str, Any]],
     duration: int,
@@ -946,17 +1011,7 @@ def write_results(
 ) -> None:
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-    dirty = subprocess.run(
-        # Changed code, not this folder's earlier results.
-        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    ).stdout.strip()
-    commit += " (with uncommitted changes)" if dirty else ""
+    commit = commit_stamp()
     (RESULTS / f"{stem}.json").write_text(
         json.dumps(
             {
@@ -1080,7 +1135,10 @@ def reuseport_ratios(rows: list[dict[str, Any]], balance: dict[str, list[float]]
         base = shared.get((r["operation"].removesuffix(REUSEPORT), r["concurrency"]))
         if base is None:
             continue
-        spread = lambda row: ", ".join(f"{run['busiest_worker']:.2f}" for run in row["runs"])  # noqa: E731
+
+        def spread(row: dict[str, Any]) -> str:
+            return ", ".join(f"{run['busiest_worker']:.2f}" for run in row["runs"])
+
         lines.append(
             f"| {r['concurrency']} | {r['rps'] / base['rps']:.2f} | {r['p95'] / base['p95']:.2f} | "
             f"{spread(base)} | {spread(r)} |"

@@ -180,17 +180,23 @@ async def find_sample(owner: asyncpg.Connection, slug: str, label: str) -> Sampl
     )
 
 
-async def tenant_slugs(owner: asyncpg.Connection) -> tuple[str, str]:
-    """The organizations with the most and the fewest tasks."""
+async def tenant_task_counts(owner: asyncpg.Connection) -> list[tuple[str, int]]:
+    """Every organization with tasks and its task count, the most tasks first."""
     async with owner.transaction():
         await owner.execute("SET LOCAL ROLE taskql_maintenance")
         rows = await owner.fetch(
             "SELECT o.slug, count(t.id) AS n FROM organizations o JOIN tasks t ON t.organization_id = o.id "
-            "GROUP BY o.slug ORDER BY n DESC"
+            "GROUP BY o.slug ORDER BY n DESC, o.slug"
         )
     if not rows:
         raise LookupError("no tasks: seed the database first (taskql seed)")
-    return rows[0]["slug"], rows[-1]["slug"]
+    return [(r["slug"], int(r["n"])) for r in rows]
+
+
+async def tenant_slugs(owner: asyncpg.Connection) -> tuple[str, str]:
+    """The organizations with the most and the fewest tasks."""
+    counts = await tenant_task_counts(owner)
+    return counts[0][0], counts[-1][0]
 
 
 async def hot_paths(ex: ExplainingExecutor, s: Sample) -> None:
