@@ -1,22 +1,26 @@
 """Maintained task counts: ``task_counts``, so a project's ``totalCount`` and
 ``taskCountsByStatus`` read a few counter rows instead of scanning its tasks (issue 17).
 
-**The table.** One row per (project, status, slot): ``total`` is that slot's share of the
-project's tasks in that status; a count is the sum over the slots. A writer adds to the slot
-``pg_backend_pid() % 16``, so concurrent writers in one project mostly hold different rows
-(a counter row stays locked until its writer commits) and one connection always uses the
-same slot (a transaction never holds two slots of one counter). A slot's total may be
-negative (a connection that only deletes); only the sum means anything. Primary key
-``(organization_id, project_id, status, slot)``, led by the tenant like every tenant key;
+**The table.** One row per (project, status, slot), at most 16 slots: ``total`` is that
+slot's share of the project's tasks in that status; a count is the sum over the slots. A
+counter row stays locked until its writer commits, so writers in one project spread over
+the slots: ``task_counts_add()`` adds to the first slot no other transaction holds, from
+the connection's own slot (``pg_backend_pid() % 16``) on, with ``FOR UPDATE SKIP LOCKED``
+(never waits); if every existing slot is held it opens a new one; only when all 16 exist and
+are held does it wait (for its own slot). So writers queue only beyond 16 concurrent
+transactions on one counter, and two transactions can deadlock on counters only then (or
+when two of them create the same new slot at once). A slot's total may be negative (a slot
+that only saw deletes); only the sum means anything. Primary key ``(organization_id,
+project_id, status, slot)``, led by the tenant like every tenant key;
 ``(organization_id, project_id) → projects`` ON DELETE CASCADE.
 
 **Who writes.** Statement-level triggers on ``tasks`` with transition tables (insert,
-delete, update): one ``INSERT … ON CONFLICT DO UPDATE`` per statement with one row per
-changed (project, status), so ``createTasks`` of 1,000 tasks adds to each counter once, an
-update that changes neither status nor project writes nothing (its deltas cancel), and the
-rows are written in key order (no deadlock between two statements that share a slot).
-``task_counts_apply()`` is SECURITY DEFINER and owned by ``taskql_maintenance`` (BYPASSRLS),
-like ``organization_members_keep_an_owner``: a task write may run while the transaction's
+delete, update): the statement's changes summed per (project, status), one
+``task_counts_add()`` per changed counter, in key order, so ``createTasks`` of 1,000 tasks
+adds to each counter once, and an update that changes neither status nor project writes
+nothing (its deltas cancel). ``task_counts_apply()`` and ``task_counts_add()`` are SECURITY
+DEFINER and owned by ``taskql_maintenance`` (BYPASSRLS), like
+``organization_members_keep_an_owner``: a task write may run while the transaction's
 tenant setting names another organization or none (cascades, ``taskql tenant`` import, the
 maintenance role), and RLS must not hide a counter it has to add to; it also skips counters
 of a project that the same statement's cascade has just deleted (their rows went with it).
@@ -88,17 +92,18 @@ _DELTAS = {
 
 def _apply(event: str) -> str:
     return f"""
-        INSERT INTO task_counts AS c (organization_id, project_id, status, slot, total)
-        SELECT d.organization_id, d.project_id, d.status, own_slot, d.n
-        FROM (SELECT organization_id, project_id, status, sum(n) AS n
-              FROM ({_DELTAS[event]}) AS changed
-              GROUP BY organization_id, project_id, status
-              HAVING sum(n) <> 0) AS d
-        -- A project deleted by this statement's cascade took its counters with it.
-        JOIN projects AS p ON p.organization_id = d.organization_id AND p.id = d.project_id
-        ORDER BY d.organization_id, d.project_id, d.status
-        ON CONFLICT (organization_id, project_id, status, slot)
-        DO UPDATE SET total = c.total + EXCLUDED.total;"""
+        FOR d IN
+            SELECT c.organization_id, c.project_id, c.status, sum(c.n) AS n
+            FROM ({_DELTAS[event]}) AS c
+            -- A project deleted by this statement's cascade took its counters with it.
+            WHERE EXISTS (SELECT FROM projects AS p
+                          WHERE p.organization_id = c.organization_id AND p.id = c.project_id)
+            GROUP BY c.organization_id, c.project_id, c.status
+            HAVING sum(c.n) <> 0
+            ORDER BY c.organization_id, c.project_id, c.status
+        LOOP
+            PERFORM task_counts_add(d.organization_id, d.project_id, d.status, d.n);
+        END LOOP;"""
 
 
 _TRIGGERS = """
@@ -133,13 +138,56 @@ CREATE POLICY task_counts_tenant_isolation ON task_counts
 GRANT SELECT ON task_counts TO taskql_server;
 GRANT SELECT, INSERT, UPDATE, DELETE ON task_counts TO taskql_maintenance;
 
+-- Add n to one counter, in a slot no other transaction holds: the first unlocked one from
+-- this connection's own slot on (SKIP LOCKED: never waits); if every existing slot is held,
+-- a new one (the first missing from the own slot on); if all 16 exist and are held, wait for
+-- the own slot. So a writer waits only when 16 others hold the same counter.
+CREATE FUNCTION task_counts_add(organization uuid, project uuid, state text, n bigint)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public
+AS $$
+DECLARE
+    own_slot integer := pg_backend_pid() % {SLOTS};
+    chosen smallint;
+    free smallint;
+BEGIN
+    -- Two statements, not an UPDATE joined to a locking sub-select: the join may run that
+    -- sub-select again per row, and under concurrency it can then pick two slots.
+    SELECT k.slot INTO chosen FROM task_counts AS k
+    WHERE k.organization_id = organization AND k.project_id = project AND k.status = state
+    ORDER BY (k.slot - own_slot + {SLOTS}) % {SLOTS}
+    LIMIT 1 FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        UPDATE task_counts AS c SET total = c.total + n
+        WHERE c.organization_id = organization AND c.project_id = project AND c.status = state
+          AND c.slot = chosen;
+        RETURN;
+    END IF;
+    SELECT g.slot INTO free
+    FROM (SELECT ((own_slot + i) % {SLOTS})::smallint AS slot, i
+          FROM generate_series(0, {SLOTS - 1}) AS i) AS g
+    WHERE NOT EXISTS (SELECT FROM task_counts AS k
+                      WHERE k.organization_id = organization AND k.project_id = project
+                        AND k.status = state AND k.slot = g.slot)
+    ORDER BY g.i LIMIT 1;
+    INSERT INTO task_counts AS c (organization_id, project_id, status, slot, total)
+    VALUES (organization, project, state, coalesce(free, own_slot::smallint), n)
+    ON CONFLICT (organization_id, project_id, status, slot)
+    DO UPDATE SET total = c.total + EXCLUDED.total;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION task_counts_add(uuid, uuid, text, bigint) FROM PUBLIC;
+
+-- Per statement (transition tables): one call per changed counter, in key order.
 CREATE FUNCTION task_counts_apply() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public
 AS $$
 DECLARE
-    own_slot smallint := (pg_backend_pid() % {SLOTS})::smallint;
+    d record;
 BEGIN
     IF TG_OP = 'INSERT' THEN{_apply("INSERT")}
     ELSIF TG_OP = 'DELETE' THEN{_apply("DELETE")}
@@ -185,6 +233,7 @@ $$;
 REVOKE EXECUTE ON FUNCTION task_counts_recompute(uuid) FROM PUBLIC;
 -- Owning a function in public needs CREATE there: granted for the change only (as in 15).
 GRANT CREATE ON SCHEMA public TO taskql_maintenance;
+ALTER FUNCTION task_counts_add(uuid, uuid, text, bigint) OWNER TO taskql_maintenance;
 ALTER FUNCTION task_counts_apply() OWNER TO taskql_maintenance;
 ALTER FUNCTION task_counts_recompute(uuid) OWNER TO taskql_maintenance;
 REVOKE CREATE ON SCHEMA public FROM taskql_maintenance;
@@ -198,6 +247,7 @@ DROP TRIGGER IF EXISTS tasks_counts_update ON tasks;
 DROP TRIGGER IF EXISTS tasks_counts_insert ON tasks;
 DROP FUNCTION IF EXISTS task_counts_recompute(uuid);
 DROP FUNCTION IF EXISTS task_counts_apply();
+DROP FUNCTION IF EXISTS task_counts_add(uuid, uuid, text, bigint);
 DROP TABLE IF EXISTS task_counts;
 """
 
