@@ -46,8 +46,10 @@ both its task changes and its deltas (committed before S) or neither (atomicity)
 the old changes. New transactions not in S add their deltas themselves. Nothing is counted
 twice or missed, with no lock on tasks and no pause of the writers: the only locks step 2
 takes are the counter rows it adds to, for one statement. The correction is additive (an
-ON CONFLICT adds it to whatever the row holds by then), so running it again, or
-concurrently, is harmless: once the first has committed, the next finds nothing to correct.
+ON CONFLICT adds it to whatever the row holds by then), so running it again is harmless:
+the next run finds nothing to correct. Two runs at once would each add the same correction,
+so they take turns on an advisory lock, and the second's snapshot is taken after the first
+has committed (it refuses to run outside READ COMMITTED, where that would not hold).
 The bulk seed (db/bulk.py), which loads with the triggers disabled, calls
 ``task_counts_recompute()`` (every organization) after loading: the same argument with no
 deltas at all.
@@ -77,6 +79,9 @@ LINT_ALLOW = {
 ORG = "(SELECT NULLIF(current_setting('app.organization_id', true), '')::uuid)"
 #: Slots per (project, status); a writer's slot is its backend pid modulo this.
 SLOTS = 16
+#: The advisory lock recomputes take turns on ("taskcn" in ASCII; the migration runners'
+#: is "taskql").
+RECOMPUTE_LOCK_KEY = 0x7461736B636E
 
 #: The delta rows of one statement, ``(organization_id, project_id, status, n)``, per event
 #: (the transition tables of the other events do not exist in the function, hence three).
@@ -199,14 +204,24 @@ $$;
 REVOKE EXECUTE ON FUNCTION task_counts_apply() FROM PUBLIC;
 
 -- Make the counters exact (of one organization, or of all with NULL): adds, per (project,
--- status), count(*) minus the counters' sum, both read in this one statement's snapshot.
+-- status), count(*) minus the counters' sum, both read in one statement's snapshot.
 -- Exact with concurrent writers whose triggers fire (see the migration's docstring) and
--- after a load with the triggers disabled. Returns the number of counters corrected.
+-- after a load with the triggers disabled. Two recomputes take turns (a transaction-level
+-- advisory lock), and the counting statement's snapshot is taken after the lock is granted
+-- (READ COMMITTED: each statement of a volatile function has its own), so the second sees
+-- the first's corrections instead of adding them again. Returns the counters corrected.
 CREATE FUNCTION task_counts_recompute(organization uuid DEFAULT NULL) RETURNS bigint
-LANGUAGE sql
+LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public
 AS $$
+DECLARE
+    corrected bigint;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'task_counts_recompute() needs READ COMMITTED (a snapshot per statement)';
+    END IF;
+    PERFORM pg_advisory_xact_lock({RECOMPUTE_LOCK_KEY});
     WITH counted AS (
         SELECT t.organization_id, t.project_id, t.status, count(*) AS total
         FROM tasks AS t
@@ -217,7 +232,7 @@ AS $$
         FROM task_counts AS k
         WHERE organization IS NULL OR k.organization_id = organization
         GROUP BY k.organization_id, k.project_id, k.status
-    ), corrected AS (
+    ), written AS (
         INSERT INTO task_counts AS c (organization_id, project_id, status, slot, total)
         SELECT organization_id, project_id, status, (pg_backend_pid() % {SLOTS})::smallint,
                coalesce(counted.total, 0) - coalesce(kept.total, 0)
@@ -228,7 +243,9 @@ AS $$
         DO UPDATE SET total = c.total + EXCLUDED.total
         RETURNING 1
     )
-    SELECT count(*) FROM corrected
+    SELECT count(*) INTO corrected FROM written;
+    RETURN corrected;
+END
 $$;
 REVOKE EXECUTE ON FUNCTION task_counts_recompute(uuid) FROM PUBLIC;
 -- Owning a function in public needs CREATE there: granted for the change only (as in 15).

@@ -389,3 +389,48 @@ async def test_the_count_statements_read_task_counts_and_no_row_of_tasks(
                 )
             )
             assert _relations(plan) == {"task_counts"}, (sql, plan)
+
+
+async def test_two_recomputes_at_once_add_the_correction_once(
+    two_tenants: tuple[list[Tenant], list[list[UUID]]],
+    maintenance: asyncpg.Connection,
+    test_database: ScratchDatabase,
+) -> None:
+    (a, b), _ = two_tenants
+    owner = await asyncpg.connect(test_database.owner_dsn)
+    second = await asyncpg.connect(test_database.owner_dsn)
+    try:
+        await owner.execute("ALTER TABLE tasks DISABLE TRIGGER tasks_counts_insert")
+        try:
+            async with request_transaction(a.context()) as (_, executor):
+                await tasks.create_many(
+                    executor,
+                    a.organization_id,
+                    a.owner_id,
+                    [
+                        tasks.NewTask(id=uuid7(), project_id=a.project_id, title="x")
+                        for _ in range(9)
+                    ],
+                )
+        finally:
+            await owner.execute("ALTER TABLE tasks ENABLE TRIGGER tasks_counts_insert")
+        await owner.execute("SET ROLE taskql_maintenance")
+        await second.execute("SET ROLE taskql_maintenance")
+        first = owner.transaction()
+        await first.start()
+        assert await owner.fetchval("SELECT task_counts_recompute($1)", a.organization_id) > 0
+        # The second waits for the first to commit, then finds nothing left to correct.
+        waiting = asyncio.create_task(
+            second.fetchval("SELECT task_counts_recompute($1)", a.organization_id)
+        )
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        await first.commit()
+        assert await waiting == 0
+        await assert_exact(maintenance, [a.organization_id, b.organization_id])
+        with pytest.raises(asyncpg.RaiseError, match="READ COMMITTED"):
+            async with second.transaction(isolation="repeatable_read"):
+                await second.fetchval("SELECT task_counts_recompute()")
+    finally:
+        await owner.close()
+        await second.close()
