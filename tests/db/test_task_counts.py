@@ -20,6 +20,8 @@ from db.queries import tasks
 from db.tenancy import SET_CONTEXT_SQL, TenantContext, request_transaction
 from db.uuid7 import uuid7
 from tests.conftest import ScratchDatabase
+from tests.db.test_migrations import fresh_pool as fresh_pool
+from tests.db.test_migrations import ok, taskql
 from tests.seed import Tenant
 
 STATUSES = ("todo", "in_progress", "blocked", "done", "cancelled")
@@ -434,3 +436,39 @@ async def test_two_recomputes_at_once_add_the_correction_once(
     finally:
         await owner.close()
         await second.close()
+
+
+async def test_migration_27_fills_the_counters_of_a_populated_database(
+    two_tenants: tuple[list[Tenant], list[list[UUID]]],
+    test_database: ScratchDatabase,
+    fresh_pool: asyncpg.Pool,
+) -> None:
+    """Reversed and applied again on a database with tasks: its second step (the fill, per
+    organization) leaves every counter exact."""
+    (a, b), _ = two_tenants
+    ok(taskql(test_database, "migrate", "backwards", "--to", MIGRATION_27, "--yes"))
+    owner = await asyncpg.connect(test_database.owner_dsn)
+    try:
+        assert await owner.fetchval("SELECT to_regclass('task_counts')") is None
+    finally:
+        await owner.close()
+    ok(taskql(test_database, "migrate", "forwards"))
+    checker = await asyncpg.connect(test_database.owner_dsn)
+    try:
+        await checker.execute("SET ROLE taskql_maintenance")
+        kept, truth = await counted(checker, [a.organization_id, b.organization_id])
+        assert truth
+        assert kept == truth
+        # Every tenant of the database, not only these two.
+        assert await checker.fetchval(FULL_CHECK) == 0
+    finally:
+        await checker.close()
+
+
+MIGRATION_27 = "2026-11-24T09:00:27:000000"
+FULL_CHECK = """
+SELECT count(*) FROM (SELECT project_id, status, count(*) AS n FROM tasks GROUP BY 1, 2) AS t
+FULL JOIN (SELECT project_id, status, sum(total) AS n FROM task_counts GROUP BY 1, 2
+           HAVING sum(total) <> 0) AS k USING (project_id, status)
+WHERE t.n IS DISTINCT FROM k.n
+"""
