@@ -18,7 +18,8 @@ project_id, status, slot)``, led by the tenant like every tenant key;
 delete, update): the statement's changes summed per (project, status), one
 ``task_counts_add()`` per changed counter, in key order, so ``createTasks`` of 1,000 tasks
 adds to each counter once, and an update that changes neither status nor project writes
-nothing (its deltas cancel). ``task_counts_apply()`` and ``task_counts_add()`` are SECURITY
+nothing (its deltas cancel; the trigger cannot be ``UPDATE OF status, project_id``, as
+PostgreSQL refuses transition tables on a trigger with a column list). ``task_counts_apply()`` and ``task_counts_add()`` are SECURITY
 DEFINER and owned by ``taskql_maintenance`` (BYPASSRLS), like
 ``organization_members_keep_an_owner``: a task write may run while the transaction's
 tenant setting names another organization or none (cascades, ``taskql tenant`` import, the
