@@ -126,9 +126,16 @@ class Loaders:
             groups[(key.source, key.where, key.tenant_scoped)].append(key.parent_id)
         results: dict[tuple[Any, ...], int] = {}
         for (source, where, scoped), parents in groups.items():
-            counts = await count_by_parent(
-                self._context.db, source, self._tenant(scoped), parents, where
-            )
+            counted = tasks.counted(where) if source == tasks.PROJECT_TASKS and scoped else None
+            if counted is not None:
+                # The maintained counts (migration 27), as the compiler reads them.
+                counts = await tasks.count_by_project(
+                    self._context.db, self._tenant(scoped), parents, counted.statuses
+                )
+            else:
+                counts = await count_by_parent(
+                    self._context.db, source, self._tenant(scoped), parents, where
+                )
             for parent in parents:
                 results[(source, where, scoped, parent)] = counts.get(parent, 0)
         return [results[(k.source, k.where, k.tenant_scoped, k.parent_id)] for k in keys]

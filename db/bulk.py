@@ -432,6 +432,10 @@ async def seed(owner_dsn: str, spec: SeedSpec, show_progress: bool = True) -> Se
             await rebuild_indexes(connection, indexes, show_progress)
             for table in AUDITED:
                 await connection.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+        # The counting triggers were off too: the maintained task counts (migration 27).
+        await connection.execute(
+            "SET ROLE taskql_maintenance; SELECT task_counts_recompute(); RESET ROLE"
+        )
         await connection.execute("ANALYZE")
     finally:
         await connection.close()

@@ -31,6 +31,7 @@ from __future__ import annotations
 from piccolo.columns import (
     JSONB,
     UUID,
+    BigInt,
     BigSerial,
     Bytea,
     ForeignKey,
@@ -275,3 +276,19 @@ class RealtimeEvent(Table, tablename="realtime_events", db=DB):
     #: The oldest transaction still running when it was written.
     horizon = Xid8(required=True)
     created_at = _now()
+
+
+class TaskCount(Table, tablename="task_counts", db=DB):
+    """Maintained task counts (migration 27): a project's tasks in one status, split over
+    slots (a count is the sum of its slots' totals). Written by the triggers on ``tasks``
+    only; the server role may read it. Primary key ``(organization_id, project_id, status,
+    slot)``: Piccolo needs one key column, so ``project_id`` is declared as it (it is in the
+    key, not unique on its own); ``(organization_id, project_id) → projects
+    (organization_id, id)`` CASCADE; slot CHECK (0..15); RLS."""
+
+    organization_id = UUID(default=None, required=True)
+    project_id = UUID(primary_key=True, default=None, required=True)
+    #: todo | in_progress | blocked | done | cancelled
+    status = Text(default=None, required=True)
+    slot = SmallInt(default=None, required=True)
+    total = BigInt(default=None, required=True)

@@ -3,6 +3,7 @@ task tree, status counts, search and the audit log."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from graphql import (
@@ -49,20 +50,32 @@ def children(
     page: Page,
     where: Filter = no_filter,
     tenant_scoped: bool = True,
+    count: Callable[[], str] | None = None,
 ) -> str:
     """A parent's page of a connection from ``source`` (the Source the resolvers' loaders
     page, ``db/queries/connections.py``): its rows whose parent column is ``parent``,
     in the tenant unless ``tenant_scoped`` is False (the viewer's own memberships)."""
     conditions = [f"t.organization_id = {r.tenant}"] if tenant_scoped else []
     conditions.append(f"t.{source.parent_column} = {parent}")
-    return r.connection(nodes, node_type, source.table, conditions, page, where)
+    return r.connection(nodes, node_type, source.table, conditions, page, where, count)
 
 
 def project_tasks(r: Render, a: str, nodes: list[FieldNode]) -> str:
     args = r.args("Project", nodes[0])
     page = page_of(task_order_of(args), args)
     where = task_filter(args.get("filter")).to_db()
-    return children(r, nodes, "Task", tasks.PROJECT_TASKS, f"{a}.id", page, where)
+    counted = tasks.counted(where)
+    if counted is None:
+        return children(r, nodes, "Task", tasks.PROJECT_TASKS, f"{a}.id", page, where)
+
+    def total() -> str:
+        # The maintained counts (migration 27), as the resolvers' count loader reads them.
+        statuses = counted.statuses
+        kept = r.params(list(statuses), "::text[]") if statuses is not None else None
+        counts = tasks.project_counts(r.tenant, f"= {a}.id", kept)
+        return f"coalesce((SELECT n.total FROM ({counts}) AS n), 0)"
+
+    return children(r, nodes, "Task", tasks.PROJECT_TASKS, f"{a}.id", page, where, count=total)
 
 
 def subtasks(r: Render, a: str, nodes: list[FieldNode]) -> str:
@@ -143,8 +156,7 @@ def status_counts(r: Render, a: str, nodes: list[FieldNode]) -> str:
         f"(SELECT {json_array(r.object('TaskStatusCount', s, nodes), f'{s}.ord')} "
         f"FROM (SELECT u.status, u.ord, coalesce(n.total, 0) AS total "
         f"FROM unnest({_STATUS_ARRAY}::text[]) WITH ORDINALITY AS u (status, ord) "
-        f"LEFT JOIN (SELECT t.status, count(*) AS total FROM tasks AS t "
-        f"WHERE t.organization_id = {r.tenant} AND t.project_id = {a}.id GROUP BY t.status) AS n "
+        f"LEFT JOIN ({tasks.project_counts(r.tenant, f'= {a}.id', by_status=True)}) AS n "
         f"ON n.status = u.status) AS {s})"
     )
 

@@ -3,7 +3,7 @@ request's variables, objects and connections as JSON, every value a bound parame
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from graphql import (
@@ -181,10 +181,11 @@ class Render:
         conditions: list[str],
         page: Page,
         where: Filter = no_filter,
-        count: str | None = None,
+        count: str | Callable[[], str] | None = None,
     ) -> str:
         """A Relay connection: one keyset page, aggregated into edges/nodes/pageInfo, and the
-        count if asked (``count``: an expression for it, instead of counting ``table``'s rows).
+        count if asked (``count``: an expression for it, instead of counting ``table``'s rows;
+        a function is called only if totalCount is asked, so its parameters bind only then).
 
         With ``pageInfo`` selected, ``size + 1`` rows are read (the extra one says whether
         there is more) and numbered; without it, ``size`` rows and no window function (11%
@@ -218,7 +219,8 @@ class Render:
             if name == "__typename":
                 value = typename(f"{node_type}Connection")
             elif name == "totalCount":
-                total = count or (
+                given = count() if callable(count) else count
+                total = given or (
                     f"(SELECT count(*) FROM {table} AS t WHERE {' AND '.join(all_conditions)})"
                 )
                 value = or_null(f"({total})::text")

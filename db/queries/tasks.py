@@ -206,12 +206,75 @@ async def ancestors(
     )
 
 
+#: Every column of TaskFilter but ``statuses``: a filter that sets none of them is answered
+#: from the maintained counts (migration 27) instead of counting rows.
+_UNCOUNTED = (
+    "assignee_id",
+    "unassigned",
+    "priority_min",
+    "priority_max",
+    "due_before",
+    "due_after",
+    "root_only",
+    "search",
+)
+
+
+def counted(where: object) -> TaskFilter | None:
+    """The filter of a project tasks connection if its count can come from ``task_counts``
+    (no filter, or a status filter only: its ``statuses`` say which), else None (a filter
+    other than status applies: rows are counted). The one rule both read paths (compiler
+    and resolvers) ask."""
+    if not isinstance(where, TaskFilter):
+        return None
+    if any(getattr(where, name) != getattr(_NO_FILTER, name) for name in _UNCOUNTED):
+        return None
+    return where
+
+
+def project_counts(
+    tenant: str, projects: str, statuses: str | None = None, by_status: bool = False
+) -> str:
+    """THE statement for "how many of a project's tasks" (per status if ``by_status``): a sum
+    of the project's counter rows in ``task_counts`` (migration 27; a few rows per status, never
+    a scan of tasks). ``tenant`` and ``projects`` are SQL expressions (a bound parameter or an
+    outer column): ``projects`` follows ``c.project_id``, e.g. ``"= t.id"`` or
+    ``"= ANY($2::uuid[])"``; ``statuses``, if given, a ``text[]`` expression. Read under RLS
+    like the rows it counts; every member sees every task of the tenant, so it is what any
+    member would count. The compiler and the resolvers' queries below both use it."""
+    status = ", c.status" if by_status else ""
+    kept = f" AND c.status = ANY({statuses})" if statuses is not None else ""
+    return (
+        f"SELECT c.project_id{status}, sum(c.total)::bigint AS total FROM task_counts AS c "
+        f"WHERE c.organization_id = {tenant} AND c.project_id {projects}{kept} "
+        f"GROUP BY c.project_id{status}"
+    )
+
+
+_NO_FILTER = TaskFilter()
+
+
 async def counts_by_status(
     executor: Executor, organization_id: UUID, project_ids: Sequence[UUID]
 ) -> list[asyncpg.Record]:
+    """Each project's task count per status (statuses without tasks may be absent)."""
     return await executor.fetch(
-        "SELECT project_id, status, count(*) AS total FROM tasks "
-        "WHERE organization_id = $1 AND project_id = ANY($2::uuid[]) GROUP BY project_id, status",
+        project_counts("$1::uuid", "= ANY($2::uuid[])", by_status=True),
         organization_id,
         list(project_ids),
     )
+
+
+async def count_by_project(
+    executor: Executor,
+    organization_id: UUID | None,
+    project_ids: Sequence[UUID],
+    statuses: tuple[str, ...] | None = None,
+) -> dict[UUID, int]:
+    """Each project's task count (of ``statuses`` only, if given), from the counters."""
+    params = Params()
+    tenant = params(organization_id, "::uuid")
+    projects = f"= ANY({params(list(project_ids), '::uuid[]')})"
+    kept = params(list(statuses), "::text[]") if statuses is not None else None
+    rows = await executor.fetch(project_counts(tenant, projects, kept), *params.values)
+    return {row["project_id"]: row["total"] for row in rows}

@@ -22,6 +22,7 @@ TABLES = (
     "task_comments",
     "audit_logs",
     "realtime_events",
+    "task_counts",
 )
 
 
@@ -117,6 +118,8 @@ async def test_the_server_role_has_only_the_grants_it_needs(owner: asyncpg.Conne
         "audit_entries": "SELECT",
         # Written only by the capture trigger; read under the subscriber's tenant.
         "realtime_events": "SELECT",
+        # Written only by the counting triggers on tasks (migration 27).
+        "task_counts": "SELECT",
     }
     # audit_logs: every column but the network details (admins read those through the view).
     columns = await owner.fetch(
