@@ -643,6 +643,7 @@ class Loader:
                 initializer=_start_worker,
                 initargs=(self.dsn,),
             )
+        await self.connection.execute("SET synchronous_commit = off")
         try:
             await self._load(user_units, pool)
             for org in organizations:
@@ -684,6 +685,42 @@ async def secondary_indexes(
     return [(r["name"], r["definition"]) for r in rows]
 
 
+async def drop_foreign_keys(
+    connection: asyncpg.Connection, tables: Sequence[str]
+) -> list[tuple[str, str, str]]:
+    """Drop the foreign keys of ``tables`` for the load; returns (table, name, definition).
+
+    Checked row by row, each is a query per row and a KEY SHARE lock on the parent row (the
+    project, the member, the user): about half of PostgreSQL's work in the load, and with
+    several workers locking the same parents, MultiXacts. Added again after the load, each
+    is validated by one join over the table instead."""
+    rows = await connection.fetch(
+        """
+        SELECT c.conrelid::regclass::text AS "table", c.conname AS name,
+               pg_get_constraintdef(c.oid) AS definition
+        FROM pg_constraint AS c
+        WHERE c.contype = 'f'
+          AND c.conrelid = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) AS t)
+        ORDER BY 1, 2
+        """,
+        list(tables),
+    )
+    keys = [(r["table"], r["name"], r["definition"]) for r in rows]
+    for table, name, _ in keys:
+        await connection.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+    return keys
+
+
+async def restore_foreign_keys(
+    connection: asyncpg.Connection, keys: Sequence[tuple[str, str, str]]
+) -> None:
+    """Add the foreign keys dropped by ``drop_foreign_keys`` again, validated."""
+    await connection.execute("SET maintenance_work_mem = '1GB'")
+    for table, name, definition in keys:
+        await connection.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+    await connection.execute("RESET maintenance_work_mem")
+
+
 async def rebuild_indexes(
     connection: asyncpg.Connection, indexes: Sequence[tuple[str, str]], show_progress: bool
 ) -> None:
@@ -720,6 +757,7 @@ async def seed(owner_dsn: str, spec: SeedSpec, show_progress: bool = True) -> Se
         indexes = await secondary_indexes(connection, REBUILT)
         for name, _ in indexes:
             await connection.execute(f"DROP INDEX {name}")
+        keys = await drop_foreign_keys(connection, REBUILT)
         try:
             await connection.execute("SET ROLE taskql_maintenance")
             with Progress(
@@ -734,6 +772,7 @@ async def seed(owner_dsn: str, spec: SeedSpec, show_progress: bool = True) -> Se
         finally:
             await connection.execute("RESET ROLE")
             await rebuild_indexes(connection, indexes, show_progress)
+            await restore_foreign_keys(connection, keys)
             for table in AUDITED:
                 await connection.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
         await connection.execute("ANALYZE")

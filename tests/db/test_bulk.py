@@ -132,12 +132,28 @@ async def digests(owner_dsn: str) -> dict[str, tuple[int, str]]:
     return found
 
 
+async def foreign_keys(owner_dsn: str) -> list[tuple[str, str, str, bool]]:
+    connection = await asyncpg.connect(owner_dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT conrelid::regclass::text AS t, conname, pg_get_constraintdef(oid) AS d, convalidated "
+            "FROM pg_constraint WHERE contype = 'f' AND connamespace = 'public'::regnamespace "
+            "AND conparentid = 0 ORDER BY 1, 2"
+        )
+    finally:
+        await connection.close()
+    return [(r["t"], r["conname"], r["d"], r["convalidated"]) for r in rows]
+
+
 async def trigger_state(owner_dsn: str) -> list[tuple[str, str, str]]:
+    """The user triggers (the foreign keys' internal ones are renamed when a key is added
+    again: ``foreign_keys`` compares the keys themselves)."""
     connection = await asyncpg.connect(owner_dsn)
     try:
         rows = await connection.fetch(
             "SELECT c.relname, t.tgname, t.tgenabled::text AS tgenabled FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
             "WHERE c.relnamespace = 'public'::regnamespace AND NOT c.relispartition "
+            "AND NOT t.tgisinternal "
             "ORDER BY 1, 2"
         )
     finally:
@@ -149,12 +165,14 @@ async def test_two_jobs_load_exactly_the_rows_of_one(
     test_database: ScratchDatabase, pool: asyncpg.Pool
 ) -> None:
     """Workers draw from per-project and per-user streams: the rows do not depend on --jobs.
-    Users and their sessions are loaded; afterwards every trigger is as it was and the
-    dropped indexes (tasks, comments, sessions, users) are back, identical."""
+    Users and their sessions are loaded; afterwards every trigger is as it was, and the
+    dropped indexes (tasks, comments, sessions, users) and foreign keys are back, identical."""
     spec = dataclasses.replace(SMALL, sessions_per_user=2, largest_share=0.6)
     indexes = await index_definitions(test_database.owner_dsn)
     assert {"sessions_token_hash_key", "users_email_lower_key"} <= set(dict(indexes))
     triggers = await trigger_state(test_database.owner_dsn)
+    keys = await foreign_keys(test_database.owner_dsn)
+    assert any(t == "tasks" for t, *_ in keys)
     assert [t for t in triggers if t[2] != "O"] == []
     one = await seed(test_database.owner_dsn, spec, show_progress=False)
     by_one = await digests(test_database.owner_dsn)
@@ -172,6 +190,9 @@ async def test_two_jobs_load_exactly_the_rows_of_one(
     assert by_one["tasks"][0] == one.counts["tasks"]
     assert await index_definitions(test_database.owner_dsn) == indexes
     assert await trigger_state(test_database.owner_dsn) == triggers
+    # The foreign keys dropped for the load are back, the same and validated.
+    assert await foreign_keys(test_database.owner_dsn) == keys
+    assert all(validated for *_, validated in keys)
 
 
 async def test_a_seeded_session_authenticates_and_a_seeded_user_logs_in(
