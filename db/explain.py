@@ -27,9 +27,12 @@ from db.tenancy import SET_CONTEXT_SQL, TenantContext
 
 LARGE_TABLES = ("tasks", "task_comments", "audit_logs")
 #: Log-in and authentication read users and sessions by one key (1M users and 5M sessions
-#: at issue 17's scale): a sequential scan of either fails them, whatever the dataset's size
-#: (migration 28 made log-in's e-mail an index condition under RLS).
+#: at issue 17's scale): a sequential scan of either fails them once the table holds
+#: KEYED_LARGE rows or more (migration 28 made log-in's e-mail an index condition under RLS).
+#: Below that (the default dataset seeds 2,000 users and no sessions) a scan of a few pages
+#: is what the planner should choose.
 KEYED_TABLES = ("users", "sessions")
+KEYED_LARGE = 10_000
 DEFAULT_BUDGET_MS = 50.0
 
 
@@ -363,6 +366,13 @@ async def log_in_and_authenticate(connection: asyncpg.Connection, s: Sample) -> 
             (s.user_id, s.slug),
         ),
     ]
+    large = await connection.fetch(
+        "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace "
+        "AND relname = ANY($1::text[]) AND reltuples >= $2",
+        list(KEYED_TABLES),
+        KEYED_LARGE,
+    )
+    keyed = tuple(r["relname"] for r in large)
     for name, setting, value, sql, args in statements:
         async with connection.transaction():
             await connection.execute("SELECT set_config($1, $2, true)", setting, value)
@@ -374,7 +384,7 @@ async def log_in_and_authenticate(connection: asyncpg.Connection, s: Sample) -> 
                 sql,
                 json.loads(raw),
                 DEFAULT_BUDGET_MS,
-                large=(*LARGE_TABLES, *KEYED_TABLES),
+                large=(*LARGE_TABLES, *keyed),
             )
         )
     return plans
