@@ -395,7 +395,6 @@ def seed_demo() -> None:
 
 
 @app.command("seed")
-@clear_errors
 def seed_bulk(
     orgs: Annotated[int, typer.Option(help="Organizations (tenants), of skewed sizes.")] = 20,
     users: Annotated[int, typer.Option(help="Users, spread over the organizations.")] = 2000,
@@ -403,17 +402,59 @@ def seed_bulk(
     tasks_per_project: Annotated[int, typer.Option(help="Tasks per project, on average.")] = 5000,
     comments_per_task: Annotated[int, typer.Option(help="Comments per task, on average.")] = 3,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same data.")] = 42,
+    skew: Annotated[
+        float,
+        typer.Option(help="Tenant sizes: the tenant of rank r gets a share ~ 1 / r ** SKEW."),
+    ] = 0.9,
+    largest_share: Annotated[
+        float | None,
+        typer.Option(
+            help="Solve the skew so that the largest tenant's expected share of the tasks is "
+            "this (0.25: 2.5M of 10M tasks); overrides --skew."
+        ),
+    ] = None,
+    sessions_per_user: Annotated[
+        int,
+        typer.Option(
+            help="Live sessions per user (the token of session K of user I is seed-SEED-I-K)."
+        ),
+    ] = 0,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            help="Worker processes, each with its own connection; the data does not depend on it."
+        ),
+    ] = 1,
 ) -> None:
     """Load a large realistic dataset with COPY (into a database being prepared, not a live
-    one). On the embedded server, name a database of its own: TASKQL_DATABASE=taskql_large."""
+    one). On the embedded server, name a database of its own: TASKQL_DATABASE=taskql_large.
+
+    Issue 17's dataset (10M tasks, 30M comments, 100 tenants, the largest 2.5M tasks, 1M
+    users, 5M sessions): TASKQL_DATABASE=taskql_10m taskql seed --orgs 100
+    --projects-per-org 10 --tasks-per-project 10000 --comments-per-task 3 --users 1000000
+    --sessions-per-user 5 --largest-share 0.25 --jobs 2
+    """
     from db.bulk import SeedSpec
     from db.bulk import seed as load
 
+    if jobs < 1:
+        raise fail("--jobs must be at least 1")
     settings = get_settings()
     targets = resolve(settings)
     _as_owner(targets, settings)
     run(_migrate_forwards())
-    spec = SeedSpec(orgs, users, projects_per_org, tasks_per_project, comments_per_task, seed)
+    spec = SeedSpec(
+        orgs,
+        users,
+        projects_per_org,
+        tasks_per_project,
+        comments_per_task,
+        seed,
+        skew=skew,
+        largest_share=largest_share,
+        sessions_per_user=sessions_per_user,
+        jobs=jobs,
+    )
     result = run(load(targets.require_owner(), spec))
     rate = sum(result.counts.values()) / result.seconds
     typer.echo(

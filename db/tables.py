@@ -61,11 +61,17 @@ def _optional_time() -> Timestamptz:
 
 
 class User(Table, tablename="users", db=DB):
-    """Not expressed here: unique ``lower(email)`` index, e-mail format CHECK, RLS."""
+    """Not expressed here: unique ``email_key`` index, the trigger keeping ``email_key`` and
+    its NOT NULL CHECK, e-mail format CHECK, RLS."""
 
     id = _id()
-    #: Unique case-insensitively (index on lower(email)).
+    #: Unique case-insensitively (by ``email_key``).
     email = Text(default=None, required=True)
+    #: ``lower(email)``, kept by the trigger ``users_set_email_key`` (whatever is written
+    #: here is replaced): the log-in key, compared with leakproof text ``=`` (migration 28).
+    #: Never NULL (CHECK ``users_email_key_present``), but nullable for Piccolo, which
+    #: would otherwise require it on every insert.
+    email_key = Text(null=True, default=None)
     display_name = Text(default=None, required=True)
     #: argon2id hash; never leaves the database layer.
     password_hash = Text(default=None, secret=True, required=True)

@@ -489,7 +489,7 @@ async def import_(owner_dsn: str, folder: Path, into: str | None = None) -> Outc
             user_ids: dict[str, str] = {}
             for user in data["users"]:
                 existing = await conn.fetchval(
-                    "SELECT id FROM users WHERE lower(email) = lower($1)", user["email"]
+                    "SELECT id FROM users WHERE email_key = lower($1)", user["email"]
                 )
                 if existing is not None:
                     user_ids[user["id"]] = str(existing)

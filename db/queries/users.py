@@ -24,14 +24,18 @@ async def by_ids(executor: Executor, ids: Sequence[UUID]) -> list[asyncpg.Record
     )
 
 
+#: Log-in's lookup. ``email_key`` is ``lower(email)``, stored (migration 28): text ``=`` is
+#: leakproof, so under RLS this is an index condition on ``users_email_lower_key``, where
+#: ``lower(email) = lower($1)`` was a sequential scan of users (``lower`` is not leakproof).
+LOGIN_CANDIDATE_SQL = "SELECT id, password_hash FROM users WHERE email_key = lower($1)"
+
+
 async def login_candidate(executor: Executor, email: str) -> asyncpg.Record | None:
     """The user with this e-mail (any case): the users policy shows exactly that row while
     ``app.login_email`` names it, and the setting is cleared again right after."""
     await executor.execute("SELECT set_config('app.login_email', $1, true)", email)
     try:
-        return await executor.fetchrow(
-            "SELECT id, password_hash FROM users WHERE lower(email) = lower($1)", email
-        )
+        return await executor.fetchrow(LOGIN_CANDIDATE_SQL, email)
     finally:
         await executor.execute("SELECT set_config('app.login_email', '', true)")
 

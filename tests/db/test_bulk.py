@@ -3,10 +3,16 @@ dataset: the same seed gives the same data, and every hot statement is planned."
 
 from __future__ import annotations
 
-import asyncpg
+import dataclasses
+import hashlib
 
-from db.bulk import REBUILT, SeedSpec, secondary_indexes, seed
+import asyncpg
+import pytest
+
+from db.bulk import REBUILT, SeedSpec, secondary_indexes, seed, session_token, share_of_largest
+from db.executor import Executor
 from db.explain import markdown, report
+from db.queries import users
 from tests.conftest import ScratchDatabase
 
 SMALL = SeedSpec(
@@ -86,3 +92,131 @@ async def test_every_hot_statement_is_planned_for_two_tenants(
     text = markdown(plans, unused, "today")
     assert "## Indexes no hot read path used" in text
     assert text.count("| project tasks, first 50, CREATED_AT ASC |") == 2
+
+
+DIGEST = {
+    table: f"SELECT count(*) AS n, md5(coalesce(string_agg(x.id::text, ',' ORDER BY x.id), '')) AS d "
+    f"FROM {table} AS x WHERE {where}"
+    for table, where in {
+        "users": "x.email LIKE '%@seed.test'",
+        "sessions": "x.user_id IN (SELECT id FROM users WHERE email LIKE '%@seed.test')",
+        "organizations": "x.slug LIKE 'seed-%'",
+        "organization_members": "x.organization_id IN (SELECT id FROM organizations WHERE slug LIKE 'seed-%')",
+        "projects": "x.organization_id IN (SELECT id FROM organizations WHERE slug LIKE 'seed-%')",
+        "tasks": "x.organization_id IN (SELECT id FROM organizations WHERE slug LIKE 'seed-%')",
+        "task_comments": "x.organization_id IN (SELECT id FROM organizations WHERE slug LIKE 'seed-%')",
+    }.items()
+}
+#: Every column of the rows, not only their ids (a worker drawing from another's stream
+#: would keep the ids of its own and change the rest).
+CONTENT = (
+    "SELECT md5(string_agg(concat_ws('|', t.id, t.parent_task_id, t.title, t.status, t.priority, "
+    "t.assignee_id, t.created_by, t.due_date, t.completed_at, t.created_at), ',' ORDER BY t.id)) "
+    "FROM tasks t JOIN organizations o ON o.id = t.organization_id WHERE o.slug LIKE 'seed-%'"
+)
+
+
+async def digests(owner_dsn: str) -> dict[str, tuple[int, str]]:
+    connection = await asyncpg.connect(owner_dsn)
+    try:
+        async with connection.transaction():
+            await connection.execute("SET LOCAL ROLE taskql_maintenance")
+            found = {}
+            for table, sql in DIGEST.items():
+                row = await connection.fetchrow(sql)
+                assert row is not None
+                found[table] = (row["n"], row["d"])
+            found["task content"] = (0, await connection.fetchval(CONTENT))
+    finally:
+        await connection.close()
+    return found
+
+
+async def foreign_keys(owner_dsn: str) -> list[tuple[str, str, str, bool]]:
+    connection = await asyncpg.connect(owner_dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT conrelid::regclass::text AS t, conname, pg_get_constraintdef(oid) AS d, convalidated "
+            "FROM pg_constraint WHERE contype = 'f' AND connamespace = 'public'::regnamespace "
+            "AND conparentid = 0 ORDER BY 1, 2"
+        )
+    finally:
+        await connection.close()
+    return [(r["t"], r["conname"], r["d"], r["convalidated"]) for r in rows]
+
+
+async def trigger_state(owner_dsn: str) -> list[tuple[str, str, str]]:
+    """The user triggers (the foreign keys' internal ones are renamed when a key is added
+    again: ``foreign_keys`` compares the keys themselves)."""
+    connection = await asyncpg.connect(owner_dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT c.relname, t.tgname, t.tgenabled::text AS tgenabled FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE c.relnamespace = 'public'::regnamespace AND NOT c.relispartition "
+            "AND NOT t.tgisinternal "
+            "ORDER BY 1, 2"
+        )
+    finally:
+        await connection.close()
+    return [(r["relname"], r["tgname"], r["tgenabled"]) for r in rows]
+
+
+async def test_two_jobs_load_exactly_the_rows_of_one(
+    test_database: ScratchDatabase, pool: asyncpg.Pool
+) -> None:
+    """Workers draw from per-project and per-user streams: the rows do not depend on --jobs.
+    Users and their sessions are loaded; afterwards every trigger is as it was, and the
+    dropped indexes (tasks, comments, sessions, users) and foreign keys are back, identical."""
+    spec = dataclasses.replace(SMALL, sessions_per_user=2, largest_share=0.6)
+    indexes = await index_definitions(test_database.owner_dsn)
+    assert {"sessions_token_hash_key", "users_email_lower_key"} <= set(dict(indexes))
+    triggers = await trigger_state(test_database.owner_dsn)
+    keys = await foreign_keys(test_database.owner_dsn)
+    assert any(t == "tasks" for t, *_ in keys)
+    assert [t for t in triggers if t[2] != "O"] == []
+    one = await seed(test_database.owner_dsn, spec, show_progress=False)
+    by_one = await digests(test_database.owner_dsn)
+    await fingerprint(test_database.owner_dsn)  # removes the seeded rows
+    two = await seed(
+        test_database.owner_dsn, dataclasses.replace(spec, jobs=2), show_progress=False
+    )
+    by_two = await digests(test_database.owner_dsn)
+    await fingerprint(test_database.owner_dsn)
+    assert by_one == by_two
+    assert one.counts == two.counts
+    assert (one.largest, one.smallest) == (two.largest, two.smallest)
+    assert by_one["users"][0] == spec.users
+    assert by_one["sessions"][0] == spec.users * 2
+    assert by_one["tasks"][0] == one.counts["tasks"]
+    assert await index_definitions(test_database.owner_dsn) == indexes
+    assert await trigger_state(test_database.owner_dsn) == triggers
+    # The foreign keys dropped for the load are back, the same and validated.
+    assert await foreign_keys(test_database.owner_dsn) == keys
+    assert all(validated for *_, validated in keys)
+
+
+async def test_a_seeded_session_authenticates_and_a_seeded_user_logs_in(
+    test_database: ScratchDatabase, pool: asyncpg.Pool
+) -> None:
+    spec = dataclasses.replace(SMALL, sessions_per_user=1)
+    await seed(test_database.owner_dsn, spec, show_progress=False)
+    try:
+        server = await asyncpg.connect(test_database.server_dsn)
+        try:
+            token = hashlib.sha256(session_token(spec.seed, 3, 0).encode()).digest()
+            row = await server.fetchrow("SELECT email FROM app_authenticate($1, NULL, NULL)", token)
+            assert row is not None
+            assert row["email"] == "user3@seed.test"
+            async with server.transaction():
+                found = await users.login_candidate(Executor(server), "USER3@seed.test")
+            assert found is not None
+        finally:
+            await server.close()
+    finally:
+        await fingerprint(test_database.owner_dsn)
+
+
+def test_the_largest_share_sets_the_skew() -> None:
+    spec = SeedSpec(orgs=100, largest_share=0.25)
+    assert share_of_largest(100, spec.exponent) == pytest.approx(0.25)
+    assert SeedSpec().exponent == 0.9  # the default dataset is unchanged

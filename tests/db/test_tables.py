@@ -31,7 +31,11 @@ from tests.db.test_migrations import ok, taskql
 from tests.seed import Tenant
 
 #: Tables the migrations create that have no class, and why.
-NO_CLASS = {"migration": "Piccolo's own history table (piccolo.apps.migrations.tables)"}
+NO_CLASS = {
+    "migration": "Piccolo's own history table (piccolo.apps.migrations.tables)",
+    "migration_backfill_progress": "the migration toolkit's backfill positions "
+    "(db.migrate.backfill); migration 28 is the first migration with a backfill",
+}
 #: Database defaults a class cannot express, and why (see db/tables.py's docstring).
 UNEXPRESSED_DEFAULTS = {
     ("realtime_events", "xid"): "pg_current_xact_id(): no Python counterpart; triggers write"
