@@ -18,7 +18,7 @@ from db.settings import PROJECT_ROOT
 
 RUNBOOK = PROJECT_ROOT / "docs" / "operations" / "sharding.md"
 #: Tables that stay on the coordinator, outside Citus's metadata.
-LOCAL_TABLES = {"migration"}
+LOCAL_TABLES = {"migration", "migration_backfill_progress"}
 TENANT_COLUMN = "organization_id"
 
 TABLES_SQL = """
