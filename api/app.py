@@ -372,7 +372,7 @@ def tune_gc(settings: Settings) -> None:
     A GraphQL response on the resolver path allocates thousands of short-lived objects; with
     Python's default threshold (700) the collector runs several times per request. Freezing
     the start-up heap and raising the generation-0 threshold took the resolver main query's
-    p95 from 56 ms to 19 ms in-process (session 1). But a collection's pause grows with the
+    p95 from 56 ms to 19 ms in-process (c6f2029, 2026-11-24). But a collection's pause grows with the
     threshold: measured on search (2,000 requests in-process, largest tenant), a collection
     took 0.9 ms at 2,000, 2 ms at 5,000, 5 ms at 10,000, 20-35 ms at 30,000 and 30-50 ms at
     100,000, which made search's p99 40+ ms at concurrency 1. 5,000: p50 3.5 ms, p99 6.6 ms,

@@ -219,6 +219,16 @@ async def owner(test_database: ScratchDatabase) -> AsyncIterator[asyncpg.Connect
 
 
 @pytest.fixture
+async def maintenance(test_database: ScratchDatabase) -> AsyncIterator[asyncpg.Connection]:
+    """The owner connection become taskql_maintenance (BYPASSRLS): reads every tenant, for
+    the checks that compare what a tenant sees with what is there."""
+    connection = await asyncpg.connect(test_database.owner_dsn)
+    await connection.execute("SET ROLE taskql_maintenance")
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
 async def server_connection(test_database: ScratchDatabase) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection as the server role, outside the pool."""
     connection = await asyncpg.connect(test_database.server_dsn)

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from api.app import create_app
 from api.settings import Settings
 from tests.api.world import Org
-from tests.conftest import ScratchDatabase
 
 FORBIDDEN_TEXT = (
     "INTERNAL_SERVER_ERROR",
@@ -173,15 +172,6 @@ async def client(
     transport = httpx.ASGITransport(app=app, client=("198.51.100.7", 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://taskql.test") as client:
         yield client
-
-
-@pytest.fixture
-async def maintenance(test_database: ScratchDatabase) -> AsyncIterator[asyncpg.Connection]:
-    """The owner connection as taskql_maintenance: reads the audit log across tenants."""
-    connection = await asyncpg.connect(test_database.owner_dsn)
-    await connection.execute("SET ROLE taskql_maintenance")
-    yield connection
-    await connection.close()
 
 
 def succeeded(body: Any) -> bool:

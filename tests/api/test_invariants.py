@@ -15,19 +15,16 @@ Bounded (fixed example count, derandomized) so the suite keeps its time.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from api.ids import from_global_id
 from tests.api.conftest import Api
 from tests.api.world import ROLES, Org
-from tests.conftest import ScratchDatabase
 
 TEXT = st.text(
     alphabet=st.sampled_from(["a", "Z", " ", "\u200b", "é", "字", "\n", "'", "%", "\\"]),
@@ -145,15 +142,6 @@ def document(steps: list[Call]) -> tuple[str, dict[str, Any]]:
             f"{{ {call.selection} errors {{ code message }} }}"
         )
     return f"mutation({', '.join(definitions)}) {{ {' '.join(fields)} }}", variables
-
-
-@pytest.fixture
-async def maintenance(test_database: ScratchDatabase) -> AsyncIterator[asyncpg.Connection]:
-    """The owner connection as taskql_maintenance: reads across tenants, for the checks."""
-    connection = await asyncpg.connect(test_database.owner_dsn)
-    await connection.execute("SET ROLE taskql_maintenance")
-    yield connection
-    await connection.close()
 
 
 CROSS_TENANT = """

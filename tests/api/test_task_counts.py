@@ -5,13 +5,11 @@ of both tenants after the API's own writes, and read no row of tasks to count th
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 from uuid import UUID
 
 import asyncpg
-import pytest
 
 from tests.api.conftest import Api
 from tests.api.test_tenant_scoped_statements import logged as logged
@@ -34,14 +32,6 @@ STATUS = {
     "DONE": "done",
     "CANCELLED": "cancelled",
 }
-
-
-@pytest.fixture
-async def maintenance(test_database: ScratchDatabase) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(test_database.owner_dsn)
-    await connection.execute("SET ROLE taskql_maintenance")
-    yield connection
-    await connection.close()
 
 
 async def expected(maintenance: asyncpg.Connection, project: UUID) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator
 from uuid import UUID
 
 import asyncpg
@@ -27,15 +26,6 @@ from tests.seed import Tenant
 STATUSES = ("todo", "in_progress", "blocked", "done", "cancelled")
 
 Counts = dict[tuple[UUID, str], int]
-
-
-@pytest.fixture
-async def maintenance(test_database: ScratchDatabase) -> AsyncIterator[asyncpg.Connection]:
-    """The owner become taskql_maintenance: reads every tenant, for the checks."""
-    connection = await asyncpg.connect(test_database.owner_dsn)
-    await connection.execute("SET ROLE taskql_maintenance")
-    yield connection
-    await connection.close()
 
 
 async def counted(maintenance: asyncpg.Connection, orgs: list[UUID]) -> tuple[Counts, Counts]:
