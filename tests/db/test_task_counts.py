@@ -301,6 +301,25 @@ async def test_the_server_role_reads_only_its_tenants_counters_and_writes_none(
             await tx.connection.execute("SELECT task_counts_recompute()")
 
 
+async def uncounted_tasks(owner: asyncpg.Connection, tenant: Tenant, count: int) -> None:
+    """``count`` tasks the counters never saw (as if written before migration 27, or by the
+    bulk seed): the insert trigger off while they are written, through the API's query."""
+    await owner.execute("ALTER TABLE tasks DISABLE TRIGGER tasks_counts_insert")
+    try:
+        async with request_transaction(tenant.context()) as (_, executor):
+            await tasks.create_many(
+                executor,
+                tenant.organization_id,
+                tenant.owner_id,
+                [
+                    tasks.NewTask(id=uuid7(), project_id=tenant.project_id, title="uncounted")
+                    for _ in range(count)
+                ],
+            )
+    finally:
+        await owner.execute("ALTER TABLE tasks ENABLE TRIGGER tasks_counts_insert")
+
+
 async def test_recompute_is_exact_with_concurrent_writers_and_after_a_load_without_triggers(
     two_tenants: tuple[list[Tenant], list[list[UUID]]],
     maintenance: asyncpg.Connection,
@@ -313,20 +332,7 @@ async def test_recompute_is_exact_with_concurrent_writers_and_after_a_load_witho
     owner = await asyncpg.connect(test_database.owner_dsn)
     try:
         # Tasks the counters never saw (as if written before migration 27, or by the seed).
-        await owner.execute("ALTER TABLE tasks DISABLE TRIGGER tasks_counts_insert")
-        try:
-            async with request_transaction(a.context()) as (_, executor):
-                await tasks.create_many(
-                    executor,
-                    a.organization_id,
-                    a.owner_id,
-                    [
-                        tasks.NewTask(id=uuid7(), project_id=a.project_id, title="old")
-                        for _ in range(50)
-                    ],
-                )
-        finally:
-            await owner.execute("ALTER TABLE tasks ENABLE TRIGGER tasks_counts_insert")
+        await uncounted_tasks(owner, a, 50)
         kept, truth = await counted(maintenance, orgs)
         assert kept != truth
         stop = asyncio.Event()
@@ -392,20 +398,7 @@ async def test_two_recomputes_at_once_add_the_correction_once(
     owner = await asyncpg.connect(test_database.owner_dsn)
     second = await asyncpg.connect(test_database.owner_dsn)
     try:
-        await owner.execute("ALTER TABLE tasks DISABLE TRIGGER tasks_counts_insert")
-        try:
-            async with request_transaction(a.context()) as (_, executor):
-                await tasks.create_many(
-                    executor,
-                    a.organization_id,
-                    a.owner_id,
-                    [
-                        tasks.NewTask(id=uuid7(), project_id=a.project_id, title="x")
-                        for _ in range(9)
-                    ],
-                )
-        finally:
-            await owner.execute("ALTER TABLE tasks ENABLE TRIGGER tasks_counts_insert")
+        await uncounted_tasks(owner, a, 9)
         await owner.execute("SET ROLE taskql_maintenance")
         await second.execute("SET ROLE taskql_maintenance")
         first = owner.transaction()
