@@ -111,9 +111,6 @@ class OperationTransaction(SchemaExtension):
             document,
             operation,
             execution.variables or {},
-            auth.tenant.organization_id,
-            auth.viewer.user_id,
-            auth.tenant.role,
         )
         if planned is not None:
             context.requested = (document, operation)
