@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -206,20 +207,6 @@ async def ancestors(
     )
 
 
-#: Every column of TaskFilter but ``statuses``: a filter that sets none of them is answered
-#: from the maintained counts (migration 27) instead of counting rows.
-_UNCOUNTED = (
-    "assignee_id",
-    "unassigned",
-    "priority_min",
-    "priority_max",
-    "due_before",
-    "due_after",
-    "root_only",
-    "search",
-)
-
-
 def counted(where: object) -> TaskFilter | None:
     """The filter of a project tasks connection if its count can come from ``task_counts``
     (no filter, or a status filter only: its ``statuses`` say which), else None (a filter
@@ -227,7 +214,9 @@ def counted(where: object) -> TaskFilter | None:
     and resolvers) ask."""
     if not isinstance(where, TaskFilter):
         return None
-    if any(getattr(where, name) != getattr(_NO_FILTER, name) for name in _UNCOUNTED):
+    # Every field but the statuses at its default (derived from the filter itself, so a
+    # field added to TaskFilter is never answered from the counters by mistake).
+    if dataclasses.replace(where, statuses=None) != _NO_FILTER:
         return None
     return where
 
