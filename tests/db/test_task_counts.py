@@ -6,8 +6,10 @@ read no row of tasks."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
+from datetime import UTC, datetime
 from uuid import UUID
 
 import asyncpg
@@ -455,3 +457,18 @@ FULL JOIN (SELECT project_id, status, sum(total) AS n FROM task_counts GROUP BY 
            HAVING sum(total) <> 0) AS k USING (project_id, status)
 WHERE t.n IS DISTINCT FROM k.n
 """
+
+
+def test_only_a_status_filter_is_counted_from_the_counters() -> None:
+    """Every other field of TaskFilter, set alone, sends the count back to the rows (a field
+    added later included: the rule reads the dataclass, not a list of names)."""
+    samples = {bool: True, int: 3, str: "x", UUID: uuid7(), datetime: datetime.now(UTC)}
+    for field in dataclasses.fields(tasks.TaskFilter):
+        if field.name == "statuses":
+            continue
+        kind = next(k for k in samples if k.__name__ in str(field.type))
+        assert tasks.counted(tasks.TaskFilter(**{field.name: samples[kind]})) is None, field
+    assert tasks.counted(tasks.TaskFilter()) == tasks.TaskFilter()
+    only_done = tasks.TaskFilter(statuses=("done",))
+    assert tasks.counted(only_done) == only_done
+    assert tasks.counted("no filter object") is None
