@@ -10,6 +10,7 @@ import dataclasses
 import json
 import random
 from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -462,7 +463,13 @@ WHERE t.n IS DISTINCT FROM k.n
 def test_only_a_status_filter_is_counted_from_the_counters() -> None:
     """Every other field of TaskFilter, set alone, sends the count back to the rows (a field
     added later included: the rule reads the dataclass, not a list of names)."""
-    samples = {bool: True, int: 3, str: "x", UUID: uuid7(), datetime: datetime.now(UTC)}
+    samples: dict[type, Any] = {
+        bool: True,
+        int: 3,
+        str: "x",
+        UUID: uuid7(),
+        datetime: datetime.now(UTC),
+    }
     for field in dataclasses.fields(tasks.TaskFilter):
         if field.name == "statuses":
             continue
