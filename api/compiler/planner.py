@@ -187,6 +187,11 @@ class Compiler:
         resolvers must answer it: not compilable, or an error to report (bad ids, bad page
         sizes, variables that do not match, over the node limit, no tenant, a role below
         what a field needs). ``role``: the caller's role in the tenant."""
+        if self.plan(query, operation_name) is None:
+            # Not compilable whatever the variables (a mutation, an unsupported field): its
+            # requests never enter the statement cache, where a write's new variables each
+            # time would push out the statements of the queries.
+            return None
         try:
             key = (query, operation_name, json.dumps(variables, sort_keys=True), tenant_id is None)
         except (TypeError, ValueError):

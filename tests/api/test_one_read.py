@@ -346,3 +346,25 @@ async def test_variables_that_coerce_alike_share_one_compiled_statement() -> Non
     assert default is not None
     assert compiler.plans_made == made  # one plan for the document
     assert len(compiler._by_coerced) == 2  # 100 and 7: two statements, four requests
+
+
+def test_requests_the_compiler_cannot_answer_never_enter_its_statement_cache() -> None:
+    """A mutation (the resolvers answer it) comes with new variables every time: none of its
+    requests is remembered, so a stream of writes never pushes the queries' compiled
+    statements out of the cache (a query prepared before them is still there after)."""
+    from api.compiler import Compiler
+    from api.ids import to_global_id
+    from api.schema import build_schema
+
+    compiler = Compiler(build_schema(Settings())._schema, Settings(), cache_size=10)
+    tenant, viewer = uuid7(), uuid7()
+    query = "query($id: ID!) { project(id: $id) { name } }"
+    read = {"id": to_global_id("Project", uuid7())}
+    assert compiler.prepare(query, None, read, tenant, viewer) is not None
+    cached = dict(compiler._statements)
+    write = "mutation($id: ID!, $n: String!) { updateTask(input: {id: $id, title: $n}) { task { id } } }"
+    for i in range(50):
+        variables = {"id": to_global_id("Task", uuid7()), "n": f"title {i}"}
+        assert compiler.prepare(write, None, variables, tenant, viewer) is None
+    assert compiler._statements == cached
+    assert compiler.prepare(query, None, read, tenant, viewer) is not None
