@@ -343,6 +343,69 @@ async def test_common_words_rank_a_sample_and_rare_words_every_match(
         )
 
 
+async def test_words_in_very_many_tasks_rank_the_finer_sample(
+    tenant_a: Tenant, tenant_b: Tenant, maintenance: asyncpg.Connection
+) -> None:
+    """Words matching 100 or more of the tasks whose id ends in "00" (1/256 of a tenant, the
+    partial index of migration 29): only those are ranked, though better-ranked matches sit
+    in bucket 0 outside them. The other tenant's equally many matches are never among them,
+    and in its own transaction it finds only its own."""
+
+    async def load(tenant: Tenant, label: str) -> None:
+        async with tenant_transaction(tenant.context()) as tx:
+            # 150 tasks in the finer sample (ids made to end in 00), each with the words once;
+            # 300 of bucket 0 outside it (ids ending in 10) with the words three times.
+            await tx.connection.execute(
+                "INSERT INTO tasks (id, organization_id, project_id, title, created_by) "
+                "SELECT (left(gen_random_uuid()::text, 34) || CASE WHEN i <= 150 THEN '00' "
+                "ELSE '10' END)::uuid, $1, $2, CASE WHEN i <= 150 THEN $4 || ' ledger ' || i "
+                "ELSE repeat($4 || ' ledger ', 3) || i END, $3 FROM generate_series(1, 450) AS i",
+                tenant.organization_id,
+                tenant.project_id,
+                tenant.owner_id,
+                label,
+            )
+
+    await load(tenant_a, "Zebra")
+    await load(tenant_b, "Zebra")
+    async with tenant_transaction(tenant_a.context()) as tx:
+        mine = {
+            r["id"]
+            for r in await tx.connection.fetch(
+                "SELECT id FROM tasks WHERE organization_id = $1", tenant_a.organization_id
+            )
+        }
+        hits = await tx.connection.fetch(
+            "SELECT id, rank FROM search_hits('zebra ledger', 1000, NULL, NULL) WHERE kind = 'task'"
+        )
+    assert {str(r["id"])[-2:] for r in hits} == {"00"}
+    assert len(hits) >= 150
+    assert {r["id"] for r in hits} <= mine
+    # The finer sample's condition is the partial index's predicate (no other index of tasks
+    # can serve it once sequential scans are ruled out).
+    async with maintenance.transaction():
+        await maintenance.execute("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(
+            r[0]
+            for r in await maintenance.fetch(
+                "EXPLAIN SELECT id FROM tasks AS t WHERE "
+                "search_lexemes(t.organization_id, t.id, t.search_vector) @@ "
+                "search_tsquery($1, '0', to_tsquery('english', 'zebra')) "
+                "AND pg_catalog.right(t.id::text, 2) = '00'",
+                tenant_a.organization_id,
+            )
+        )
+    assert "tasks_tenant_lexemes_sample_idx" in plan, plan
+    async with tenant_transaction(tenant_b.context()) as tx:
+        theirs = await tx.connection.fetch(
+            "SELECT h.id, t.organization_id FROM search_hits('zebra ledger', 1000, NULL, NULL) "
+            "AS h JOIN tasks AS t ON t.id = h.id WHERE h.kind = 'task'"
+        )
+    assert len(theirs) >= 150
+    assert {r["organization_id"] for r in theirs} == {tenant_b.organization_id}
+    assert not {r["id"] for r in theirs} & mine
+
+
 # --- the last owner (issue 11, finding 8) -------------------------------------------------
 
 
