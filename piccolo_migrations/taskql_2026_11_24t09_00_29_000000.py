@@ -23,7 +23,14 @@ ranked rows stay a uniform sample of the tenant's matches; at step 1 a large ten
 is also spread over the whole table, where step 2's LIMIT 500 took the first 500 rows in
 heap order (its oldest tasks) once the sixteenth held more than 500.
 
-The index is an 1/256 of the full one (built concurrently: writes go on). Its keys are those
+Measured on that dataset (2026-12-04, the largest tenant, "billing export", median of 100
+calls): 3.89 ms -> 0.86 ms; the finer sample holds 114 matches (bucket 0: 1,833, of which
+500 were ranked), the index scan reads 7 buffers instead of 23 and the heap 114 blocks
+instead of 497. The index took 5.9 s to build there. 100 candidates is the rule bucket 0
+already had (a tenant with 1,600 to 8,000 matches ranks 100 to 500 of them): the finer
+sample keeps it, it does not lower it.
+
+The index is a 1/256 of the full one (built concurrently: writes go on). Its keys are those
 of bucket 0 (every id ending in ``00`` ends in ``0``), so the query is the same ``q0``.
 """
 
