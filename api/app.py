@@ -30,6 +30,7 @@ from api.access_log import AccessLog
 from api.auth import SCOPE_KEY, TRANSACTION_KEY, Auth
 from api.compiler import Compiler
 from api.context import Context
+from api.direct import DirectWrites
 from api.disconnect import CancelOnDisconnect
 from api.errors import (
     INTERNAL_SERVER_ERROR,
@@ -86,6 +87,12 @@ class TaskqlGraphQL(GraphQL[Context, None]):
         self.compiler = (
             Compiler(schema._schema, settings) if settings.taskql_compiled_queries else None
         )
+        #: Lone writes answered by their resolver and the compiler's read-back (api.direct).
+        self.direct = (
+            DirectWrites(schema, self.compiler, settings)
+            if self.compiler is not None and settings.taskql_direct_writes
+            else None
+        )
         self.login_limits = LoginLimits(settings)
         #: Trusted documents and automatic persisted queries (``api.persisted``).
         self.persisted = PersistedOperations(settings)
@@ -139,6 +146,8 @@ class TaskqlGraphQL(GraphQL[Context, None]):
             or any(k in request.query_params for k in ("query", "extensions", "documentId"))
         ):
             response = await self.compiled(request)
+        if response is None and self.direct is not None and request.method == "POST":
+            response = await self.direct_write(request)
         if response is None:
             response = await self.run(request)
         if response.media_type == http.APPLICATION_JSON or response.headers.get(
@@ -289,6 +298,40 @@ class TaskqlGraphQL(GraphQL[Context, None]):
             extensions = f', "extensions": {{"sqlStatements": {executor.statements}}}'
         # The bytes encode_json writes for the same result (the statement writes its data).
         return Response(f'{{"data": {text}{extensions}}}', media_type=media_type)
+
+    async def direct_write(self, request: Request) -> Response | None:
+        """A lone write's answer by ``api.direct``, or None when the resolvers must answer
+        (then nothing of it was written)."""
+        assert self.direct is not None
+        auth: Auth = request.scope[SCOPE_KEY]
+        opened: OpenTransaction | None = request.scope.get(TRANSACTION_KEY)
+        if auth.viewer is None or auth.tenant is None or opened is None or not opened.open:
+            return None
+        data = await self.read(request)
+        if data.query is None:
+            return None
+        plan = self.direct.plan(data.query, data.operation_name)
+        if plan is None:
+            return None
+        sub_response = await self.get_sub_response(request)
+        context = await self.get_context(request, sub_response)
+        answered = await self.direct.answer(plan, data.variables or {}, context, opened)
+        if answered is None:
+            return None
+        executor = opened.executor
+        seen = metrics.observation(request.scope)
+        if seen is not None:
+            # Labelled as the resolvers' path labels a write: it is the resolver that wrote.
+            seen.path = "resolvers"
+            seen.type = "mutation"
+            seen.operation = metrics.OPERATION_NAMES.label(
+                plan.operation.name.value if plan.operation.name else None
+            )
+            seen.statements = executor.statements
+        body: dict[str, object] = {"data": answered}
+        if self.settings.taskql_sql_stats:
+            body["extensions"] = {"sqlStatements": executor.statements}
+        return self.create_response(body, sub_response)  # type: ignore[arg-type]
 
     def encode_json(self, data: object) -> bytes:
         """Responses as ``json.dumps`` writes them with its default separators and UTF-8

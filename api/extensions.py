@@ -119,24 +119,8 @@ class OperationTransaction(SchemaExtension):
 
     async def _read_back(self, context: Context, planned: readback.ReadBack) -> None:
         result = self.execution_context.result
-        data = result.data if result is not None else None
-        ids = planned.ids(data)
-        if data is None or ids is None or context.compiler is None:
-            return
-        auth = context.auth
-        assert auth.viewer is not None
-        assert auth.tenant is not None
-        tenant, role = auth.tenant.organization_id, auth.tenant.role
-        if context.organization_id is not None and context.organization_id != tenant:
-            # A new organization became the operation's tenant: its creator owns it.
-            tenant, role = context.organization_id, "owner"
-        prepared = context.compiler.read_back(
-            planned.query, {**planned.variables, **ids}, tenant, auth.viewer.user_id, role
-        )
-        if prepared is None:  # it compiled with a stand-in id: it cannot fail with a real one
-            raise RuntimeError("a mutation payload's read-back did not compile")
-        sql, params = prepared
-        planned.splice(data, await context.db.fetchval(sql, *params))
+        if result is not None and result.data is not None:
+            await readback.read_back(context, planned, result.data)
 
     def _report_rollback(self, context: Context) -> None:
         """The payloads of the mutations that completed say they were rolled back."""

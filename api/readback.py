@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 from graphql import (
@@ -56,6 +56,9 @@ from api.compiler import Compiler
 from api.compiler.relations import NODE_TABLES
 from api.ids import to_global_id
 from api.memo import ByDocument
+
+if TYPE_CHECKING:
+    from api.context import Context
 
 #: The alias under which the cut-down selection reads the object's id.
 ID_KEY = "taskqlReadBackId"
@@ -284,3 +287,26 @@ def _with(field: Any, selection_set: SelectionSetNode) -> Any:
 
 def _copy(node: T, **changes: Any) -> T:
     return dataclasses.replace(node, **changes)  # type: ignore[type-var]
+
+
+async def read_back(context: Context, planned: ReadBack, data: dict[str, Any]) -> None:
+    """Run the read-back in the operation's transaction, as the caller, and put its objects
+    in ``data`` (the mutations' result, holding their ids): nothing to do when no payload
+    has an object. Both write paths end with this (``api.extensions``, ``api.direct``)."""
+    ids = planned.ids(data)
+    if ids is None or context.compiler is None:
+        return
+    auth = context.auth
+    assert auth.viewer is not None
+    assert auth.tenant is not None
+    tenant, role = auth.tenant.organization_id, auth.tenant.role
+    if context.organization_id is not None and context.organization_id != tenant:
+        # A new organization became the operation's tenant: its creator owns it.
+        tenant, role = context.organization_id, "owner"
+    prepared = context.compiler.read_back(
+        planned.query, {**planned.variables, **ids}, tenant, auth.viewer.user_id, role
+    )
+    if prepared is None:  # it compiled with a stand-in id: it cannot fail with a real one
+        raise RuntimeError("a mutation payload's read-back did not compile")
+    sql, params = prepared
+    planned.splice(data, await context.db.fetchval(sql, *params))

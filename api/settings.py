@@ -81,6 +81,9 @@ class Settings(DatabaseSettings):
     taskql_sql_stats: bool = False
     #: Answer the queries api.compiler knows with one SQL statement (resolvers otherwise).
     taskql_compiled_queries: bool = True
+    #: Answer a lone write by its resolver and the compiler's read-back, without GraphQL
+    #: execution (api.direct); needs compiled queries. Off: Strawberry executes every write.
+    taskql_direct_writes: bool = True
     #: Garbage collector generation-0 threshold for server processes (Python's default is
     #: 2,000); 0 leaves the collector alone. See docs/performance.md.
     taskql_gc_threshold: int = Field(default=5_000, ge=0)

@@ -190,6 +190,20 @@ class OpenTransaction:
         async with self.executor.ending():
             await self.end(commit)
 
+    async def restart(self, context: TenantContext, engine: Engine = DB) -> None:
+        """Roll back everything that ran and begin again on the same connection with
+        ``context`` applied: the request as it was after its first statement, with a new
+        executor counting from there (``api.direct`` hands a write that failed to the
+        resolvers' path so). Two round trips: ROLLBACK with the BEGIN, then the context."""
+        connection = self.connection
+        if connection is None:
+            raise RuntimeError("the request's transaction has already ended")
+        async with self.executor.ending():
+            await connection.execute(f"ROLLBACK; {engine.begin_sql}")
+        self.executor = Executor(connection, statements=1)
+        await self.executor.execute(SET_CONTEXT_SQL, *context.parameters())
+        self.executor.statements = 1
+
     async def end(self, commit: bool) -> None:
         """End it now (the caller holds the executor's statement lock)."""
         connection, self.connection = self.connection, None
