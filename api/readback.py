@@ -304,7 +304,7 @@ async def read_back(context: Context, planned: ReadBack, data: dict[str, Any]) -
         # A new organization became the operation's tenant: its creator owns it.
         tenant, role = context.organization_id, "owner"
     prepared = context.compiler.read_back(
-        planned.query, {**planned.variables, **ids}, tenant, auth.viewer.user_id, role
+        planned.query, planned.variables, tenant, auth.viewer.user_id, role, ids
     )
     if prepared is None:  # it compiled with a stand-in id: it cannot fail with a real one
         raise RuntimeError("a mutation payload's read-back did not compile")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import OrderedDict
-from typing import Any
-from uuid import UUID
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
 
 from graphql import (
     FieldNode,
@@ -48,6 +49,7 @@ from api.compiler.plans import (
 )
 from api.compiler.render import Render
 from api.errors import ApiError
+from api.ids import from_global_id, to_global_id
 from api.settings import Settings
 
 
@@ -75,6 +77,12 @@ class Compiler:
         )
         #: Whether a read-back compiles, by its query and variables (its ids stand-ins).
         self._read_backs: OrderedDict[tuple[str, str], bool] = OrderedDict()
+        #: Read-back statements with the places of their ids, by query, other variables and
+        #: the ids' types (None: rendered per write).
+        self._read_back_statements: OrderedDict[
+            tuple[str, str, tuple[tuple[str, str], ...]],
+            tuple[Statement, tuple[tuple[int, str], ...]] | None,
+        ] = OrderedDict()
 
     def plan(self, query: str, operation_name: str | None) -> Plan | None:
         """The plan for a query, or None when the resolvers must answer it."""
@@ -217,10 +225,69 @@ class Compiler:
         tenant_id: UUID,
         viewer_id: UUID,
         role: str | None,
+        ids: dict[str, str] | None = None,
     ) -> tuple[str, list[Any]] | None:
-        """A mutation payload's read-back (``api.readback``): like ``prepare``, but the
-        rendered statement is not cached (its ids are new every time; caching them would
-        push out the queries' statements)."""
+        """A mutation payload's read-back (``api.readback``): like ``prepare``, with the
+        objects' global ids in ``ids`` (variables of the query too). The statement is
+        rendered once per query, other variables and id types, with a random stand-in for
+        each id, and cached when each stand-in is only ever a parameter of its own; each
+        write then binds its ids in their places. Otherwise (a stand-in rendered into the
+        text, or passed on in another form) it is rendered for every write."""
+        ids = ids or {}
+        kinds: list[tuple[str, str]] = []
+        real: dict[str, UUID] = {}
+        for name, value in sorted(ids.items()):
+            try:
+                kind, raw = from_global_id(value)
+            except ApiError:
+                return self._read_back_rendered(
+                    query, {**variables, **ids}, tenant_id, viewer_id, role
+                )
+            kinds.append((name, kind))
+            real[name] = raw
+        key = (query, json.dumps(variables, sort_keys=True, default=repr), tuple(kinds))
+        if key in self._read_back_statements:
+            self._read_back_statements.move_to_end(key)
+            cached = self._read_back_statements[key]
+        else:
+            cached = self._read_back_statement(query, variables, kinds)
+            _remember(self._read_back_statements, key, cached, self.cache_size)
+        if cached is None:
+            return self._read_back_rendered(query, {**variables, **ids}, tenant_id, viewer_id, role)
+        statement, places = cached
+        params = list(statement.params)
+        for index, name in places:
+            params[index] = real[name]
+        bound = dataclasses.replace(statement, params=tuple(params))
+        return bound.sql, bound.bind(tenant_id, viewer_id, role)
+
+    def _read_back_statement(
+        self, query: str, variables: dict[str, Any], kinds: list[tuple[str, str]]
+    ) -> tuple[Statement, tuple[tuple[int, str], ...]] | None:
+        """The read-back rendered with a random stand-in per id, and the parameters that
+        hold each; None when a stand-in shows anywhere but as a parameter of its own."""
+        stand_ins = {name: uuid4() for name, _ in kinds}
+        given = {name: to_global_id(kind, stand_ins[name]) for name, kind in kinds}
+        statement = self._read_back_statement_for(query, {**variables, **given})
+        if statement is None:
+            return None
+        places: list[tuple[int, str]] = []
+        others: list[Any] = []
+        for index, param in enumerate(statement.params):
+            owner = next((n for n, u in stand_ins.items() if param == u), None)
+            if owner is not None:
+                places.append((index, owner))
+            else:
+                others.append(param)
+        shown = repr(others) + statement.sql
+        for name, stand_in in stand_ins.items():
+            if name not in {n for _, n in places}:
+                return None
+            if str(stand_in) in shown or stand_in.hex in shown or given[name] in shown:
+                return None
+        return statement, tuple(places)
+
+    def _read_back_statement_for(self, query: str, variables: dict[str, Any]) -> Statement | None:
         plan = self.plan(query, None)
         if plan is None:
             return None
@@ -235,6 +302,19 @@ class Compiler:
             return None
         if statement.cost > self.settings.taskql_max_nodes or statement.role is not None:
             return None
+        return statement
+
+    def _read_back_rendered(
+        self,
+        query: str,
+        variables: dict[str, Any],
+        tenant_id: UUID,
+        viewer_id: UUID,
+        role: str | None,
+    ) -> tuple[str, list[Any]] | None:
+        statement = self._read_back_statement_for(query, variables)
+        if statement is None:
+            return None
         return statement.sql, statement.bind(tenant_id, viewer_id, role)
 
     def read_back_compiles(self, query: str, variables: dict[str, Any]) -> bool:
@@ -246,7 +326,7 @@ class Compiler:
         if known is not None:
             self._read_backs.move_to_end(key)
             return known
-        compiles = self.read_back(query, variables, _NOBODY, _NOBODY, None) is not None
+        compiles = self._read_back_rendered(query, variables, _NOBODY, _NOBODY, None) is not None
         self._read_backs[key] = compiles
         if len(self._read_backs) > self.cache_size:
             self._read_backs.popitem(last=False)
@@ -322,14 +402,11 @@ class Compiler:
 
 #: The tenant and viewer bound to a read-back that is only checked, never run.
 _NOBODY = UUID(int=0)
+K = TypeVar("K")
+V = TypeVar("V")
 
 
-def _remember(
-    cache: OrderedDict[tuple[str, str | None, str, bool], Statement | None],
-    key: tuple[str, str | None, str, bool],
-    statement: Statement | None,
-    size: int,
-) -> None:
+def _remember(cache: OrderedDict[K, V], key: K, statement: V, size: int) -> None:
     cache[key] = statement
     if len(cache) > size:
         cache.popitem(last=False)

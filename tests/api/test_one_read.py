@@ -368,3 +368,36 @@ def test_requests_the_compiler_cannot_answer_never_enter_its_statement_cache() -
         assert compiler.prepare(write, None, variables, tenant, viewer) is None
     assert compiler._statements == cached
     assert compiler.prepare(query, None, read, tenant, viewer) is not None
+
+
+def test_a_read_back_is_rendered_once_and_binds_each_writes_ids() -> None:
+    """The read-back of a mutation payload is rendered once per query and other variables;
+    each write's ids are bound in the places of the stand-ins: the statement and parameters
+    are those a render with that write's ids gives, and a second write's ids replace the
+    first's everywhere (nothing of one write is left in the next)."""
+    from api.compiler import Compiler
+    from api.ids import to_global_id
+    from api.schema import build_schema
+
+    compiler = Compiler(build_schema(Settings())._schema, Settings())
+    query = (
+        "query TaskqlReadBack($taskqlReadBack0: ID!, $n: Int) { r0: node(id: $taskqlReadBack0) "
+        "{ ... on Task { id title subtasks(first: $n) { nodes { id } } } } }"
+    )
+    tenant, viewer = uuid7(), uuid7()
+    first, second = uuid7(), uuid7()
+    for raw in (first, second):
+        ids = {"taskqlReadBack0": to_global_id("Task", raw)}
+        cached = compiler.read_back(query, {"n": 5}, tenant, viewer, "member", ids)
+        rendered = compiler._read_back_rendered(query, {"n": 5, **ids}, tenant, viewer, "member")
+        assert cached is not None
+        assert cached == rendered
+        assert raw in cached[1]
+        assert ({first, second} - {raw}).isdisjoint(cached[1])
+    assert len(compiler._read_back_statements) == 1
+    # Another id type is another statement; an id that does not decode is refused as before.
+    other = {"taskqlReadBack0": to_global_id("Comment", first)}
+    assert compiler.read_back(query, {"n": 5}, tenant, viewer, "member", other) == (
+        compiler._read_back_rendered(query, {"n": 5, **other}, tenant, viewer, "member")
+    )
+    assert len(compiler._read_back_statements) == 2
