@@ -323,39 +323,64 @@ def check_strings(
     """Every string of every argument (variables and literals, inside input objects and
     lists) within its maximum (``STRING_LIMITS``, ``MAX_ID``, ``MAX_CURSOR``, ``MAX_STRING``).
     Raises CostError naming the argument. The document's fields are already bounded by
-    ``check_document`` (each fragment is walked once per type here too)."""
+    ``check_document``; the fields with arguments are found once per document (each
+    fragment walked once per type), their values read per request."""
+    sites = _SITES.get(
+        (schema, document, operation), (), lambda: _argument_sites(schema, document, operation)
+    )
+    for definition, selection, where in sites:
+        try:
+            values = get_argument_values(definition, selection, variables)
+        except GraphQLError:
+            values = {}  # execution reports the bad argument
+        for name, argument in definition.args.items():
+            _check_string(
+                values.get(argument.out_name or name), argument.type, f"{where}({name})", name
+            )
+
+
+def _check_string(value: Any, type_: Any, where: str, argument: str | None) -> None:
+    if value is None:
+        return
+    if isinstance(type_, GraphQLNonNull):
+        type_ = type_.of_type
+    if isinstance(type_, GraphQLList):
+        for item in value if isinstance(value, list) else [value]:
+            _check_string(item, type_.of_type, where, argument)
+        return
+    if isinstance(type_, GraphQLInputObjectType):
+        if isinstance(value, dict):
+            for name, field in type_.fields.items():
+                key = field.out_name or name
+                _check_string(value.get(key), field.type, f"{type_.name}.{name}", None)
+        return
+    if not isinstance(value, str):
+        return
+    if type_.name == "ID":
+        limit = MAX_ID
+    elif argument in CURSOR_ARGUMENTS:
+        limit = MAX_CURSOR
+    else:
+        limit = STRING_LIMITS.get(where, MAX_STRING)
+    if len(value) > limit:
+        raise CostError(
+            f"`{where}` has {len(value)} characters; at most {limit} are allowed",
+            argument=where,
+            limit=limit,
+        )
+
+
+#: The fields with arguments of an operation, as (definition, node, "Type.field"), in the
+#: order check_strings reads them.
+_SITES: ByDocument[tuple[tuple[GraphQLField, FieldNode, str], ...]] = ByDocument()
+
+
+def _argument_sites(
+    schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode
+) -> tuple[tuple[GraphQLField, FieldNode, str], ...]:
     fragments = _fragments(document)
     seen: set[tuple[str, str]] = set()
-
-    def check(value: Any, type_: Any, where: str, argument: str | None) -> None:
-        if value is None:
-            return
-        if isinstance(type_, GraphQLNonNull):
-            type_ = type_.of_type
-        if isinstance(type_, GraphQLList):
-            for item in value if isinstance(value, list) else [value]:
-                check(item, type_.of_type, where, argument)
-            return
-        if isinstance(type_, GraphQLInputObjectType):
-            if isinstance(value, dict):
-                for name, field in type_.fields.items():
-                    key = field.out_name or name
-                    check(value.get(key), field.type, f"{type_.name}.{name}", None)
-            return
-        if not isinstance(value, str):
-            return
-        if type_.name == "ID":
-            limit = MAX_ID
-        elif argument in CURSOR_ARGUMENTS:
-            limit = MAX_CURSOR
-        else:
-            limit = STRING_LIMITS.get(where, MAX_STRING)
-        if len(value) > limit:
-            raise CostError(
-                f"`{where}` has {len(value)} characters; at most {limit} are allowed",
-                argument=where,
-                limit=limit,
-            )
+    sites: list[tuple[GraphQLField, FieldNode, str]] = []
 
     def walk(selection_set: SelectionSetNode | None, parent: Any) -> None:
         if selection_set is None or parent is None:
@@ -367,17 +392,7 @@ def check_strings(
                 if definition is None:
                     continue
                 if selection.arguments:
-                    try:
-                        values = get_argument_values(definition, selection, variables)
-                    except GraphQLError:
-                        values = {}  # execution reports the bad argument
-                    for name, argument in definition.args.items():
-                        check(
-                            values.get(argument.out_name or name),
-                            argument.type,
-                            f"{parent.name}.{selection.name.value}({name})",
-                            name,
-                        )
+                    sites.append((definition, selection, f"{parent.name}.{selection.name.value}"))
                 walk(selection.selection_set, get_named_type(definition.type))
             elif isinstance(selection, InlineFragmentNode):
                 condition = selection.type_condition
@@ -394,6 +409,7 @@ def check_strings(
                 walk(fragment.selection_set, schema.get_type(fragment.type_condition.name.value))
 
     walk(operation.selection_set, schema.get_root_type(operation.operation))
+    return tuple(sites)
 
 
 def check_operation(
