@@ -10,6 +10,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
@@ -67,19 +68,55 @@ class CountKey:
 
 
 class Loaders:
+    """The request's DataLoaders, each made at its first use (a write primes one; most
+    requests use a few of them or none)."""
+
     def __init__(self, context: Context) -> None:
         self._context = context
-        self.user = self._by_id(users.by_ids)
-        self.organization = self._by_id(organizations.by_ids)
-        self.member = self._by_id(organizations.members_by_ids)
-        self.invitation = self._by_id(invitations.by_ids)
-        self.project = self._in_tenant(projects.by_ids)
-        self.task = self._in_tenant(tasks.by_ids)
-        self.comment = self._in_tenant(comments.by_ids)
-        self.page: DataLoader[PageKey, list[asyncpg.Record]] = SharedLoader(self._pages)
-        self.count: DataLoader[CountKey, int] = SharedLoader(self._counts)
-        self.ancestors: DataLoader[UUID, list[asyncpg.Record]] = SharedLoader(self._ancestors)
-        self.status_counts: DataLoader[UUID, dict[str, int]] = SharedLoader(self._status_counts)
+
+    @cached_property
+    def user(self) -> DataLoader[UUID, asyncpg.Record | None]:
+        return self._by_id(users.by_ids)
+
+    @cached_property
+    def organization(self) -> DataLoader[UUID, asyncpg.Record | None]:
+        return self._by_id(organizations.by_ids)
+
+    @cached_property
+    def member(self) -> DataLoader[UUID, asyncpg.Record | None]:
+        return self._by_id(organizations.members_by_ids)
+
+    @cached_property
+    def invitation(self) -> DataLoader[UUID, asyncpg.Record | None]:
+        return self._by_id(invitations.by_ids)
+
+    @cached_property
+    def project(self) -> DataLoader[UUID, asyncpg.Record | None]:
+        return self._in_tenant(projects.by_ids)
+
+    @cached_property
+    def task(self) -> DataLoader[UUID, asyncpg.Record | None]:
+        return self._in_tenant(tasks.by_ids)
+
+    @cached_property
+    def comment(self) -> DataLoader[UUID, asyncpg.Record | None]:
+        return self._in_tenant(comments.by_ids)
+
+    @cached_property
+    def page(self) -> DataLoader[PageKey, list[asyncpg.Record]]:
+        return SharedLoader(self._pages)
+
+    @cached_property
+    def count(self) -> DataLoader[CountKey, int]:
+        return SharedLoader(self._counts)
+
+    @cached_property
+    def ancestors(self) -> DataLoader[UUID, list[asyncpg.Record]]:
+        return SharedLoader(self._ancestors)
+
+    @cached_property
+    def status_counts(self) -> DataLoader[UUID, dict[str, int]]:
+        return SharedLoader(self._status_counts)
 
     def _by_id(self, query: ByIds) -> DataLoader[UUID, asyncpg.Record | None]:
         async def load(ids: list[UUID]) -> list[asyncpg.Record | None]:
