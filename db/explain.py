@@ -470,6 +470,7 @@ KEPT_FOR = {
     "sessions_token_hash_key": "unique token hash; the session lookup of every request (few sessions seeded: the planner may scan a small table)",
     "users_email_lower_key": "unique e-mail key (email_key = lower(email)); log-in lookup (few seeded users: the planner may scan a small table)",
     "tasks_tenant_lexemes_idx": "full-text search inside search_hits(), keys per tenant and word (SECURITY DEFINER: EXPLAIN shows the function, not its plan)",
+    "tasks_tenant_lexemes_sample_idx": "the same keys for the 1/256 of each tenant's tasks whose id ends in `00`: the sample search_hits() ranks first for very common words (migration 29)",
     "tasks_tenant_title_trgm_idx": "typo-tolerant title search inside search_hits() (same)",
 }
 
