@@ -22,9 +22,9 @@ resolvers' path, which reports it as it always does:
 
 The rules stay where they are: validation, role checks and statements in the resolvers and
 ``db.queries``, the bounds in ``api.cost`` and ``api.inputs`` (checked here on the same
-coerced values), the payload object's read in the compiler's registry. A test answers the
-same writes, failing ones included, on both paths and compares the bytes
-(``tests/api/test_direct.py``).
+coerced values), the payload object's read in the compiler's registry. A property test
+sends the same generated writes, failing ones included, to both paths and compares the
+responses key for key, new ids and times masked alike (``tests/api/test_direct.py``).
 """
 
 from __future__ import annotations
