@@ -30,7 +30,6 @@ responses key for key, new ids and times masked alike (``tests/api/test_direct.p
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +55,7 @@ from api import cost, errors, inputs, readback
 from api.compiler import Compiler
 from api.context import Context
 from api.extensions import operation_context
+from api.memo import Recent
 from api.settings import Settings
 from db.tenancy import OpenTransaction
 
@@ -105,19 +105,10 @@ class DirectWrites:
         self.schema: GraphQLSchema = schema._schema
         self.compiler = compiler
         self.settings = settings
-        self.size = size
-        self._plans: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
+        self._plans: Recent[tuple[str, str | None], Plan | None] = Recent(size)
 
     def plan(self, query: str, operation_name: str | None) -> Plan | None:
-        key = (query, operation_name)
-        if key in self._plans:
-            self._plans.move_to_end(key)
-            return self._plans[key]
-        plan = self._plan(query, operation_name)
-        self._plans[key] = plan
-        if len(self._plans) > self.size:
-            self._plans.popitem(last=False)
-        return plan
+        return self._plans.get((query, operation_name), lambda: self._plan(query, operation_name))
 
     def _plan(self, query: str, operation_name: str | None) -> Plan | None:
         try:

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
@@ -44,6 +45,28 @@ class ByDocument(Generic[V]):
         self._entries[full] = (objects, value)
         self._entries.move_to_end(full)
         while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Recent(Generic[K, V]):
+    """A bounded memo by value: ``compute()``'s value per key, the least recently used out
+    (the compiler's plans and read-backs, the direct writes' plans)."""
+
+    def __init__(self, size: int = 1000) -> None:
+        self.size = size
+        self._entries: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K, compute: Callable[[], V]) -> V:
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        value = compute()
+        self._entries[key] = value
+        if len(self._entries) > self.size:
             self._entries.popitem(last=False)
         return value
 

@@ -200,9 +200,8 @@ class OpenTransaction:
             raise RuntimeError("the request's transaction has already ended")
         async with self.executor.ending():
             await connection.execute(f"ROLLBACK; {engine.begin_sql}")
-        self.executor = Executor(connection, statements=1)
+        self.executor = Executor(connection)
         await self.executor.execute(SET_CONTEXT_SQL, *context.parameters())
-        self.executor.statements = 1
 
     async def end(self, commit: bool) -> None:
         """End it now (the caller holds the executor's statement lock)."""

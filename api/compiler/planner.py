@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import OrderedDict
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID, uuid4
 
 from graphql import (
@@ -50,6 +50,7 @@ from api.compiler.plans import (
 from api.compiler.render import Render
 from api.errors import ApiError
 from api.ids import from_global_id, to_global_id
+from api.memo import Recent
 from api.settings import Settings
 
 
@@ -67,7 +68,7 @@ class Compiler:
         self.cache_size = cache_size
         #: Documents planned (parsed, validated, checked) so far: cache misses.
         self.plans_made = 0
-        self._plans: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
+        self._plans: Recent[tuple[str, str | None], Plan | None] = Recent(cache_size)
         #: By the variables as sent (the hot path: no coercion), and by their coerced values.
         self._statements: OrderedDict[tuple[str, str | None, str, bool], Statement | None] = (
             OrderedDict()
@@ -76,25 +77,17 @@ class Compiler:
             OrderedDict()
         )
         #: Whether a read-back compiles, by its query and variables (its ids stand-ins).
-        self._read_backs: OrderedDict[tuple[str, str], bool] = OrderedDict()
+        self._read_backs: Recent[tuple[str, str], bool] = Recent(cache_size)
         #: Read-back statements with the places of their ids, by query, other variables and
         #: the ids' types (None: rendered per write).
-        self._read_back_statements: OrderedDict[
+        self._read_back_statements: Recent[
             tuple[str, str, tuple[tuple[str, str], ...]],
             tuple[Statement, tuple[tuple[int, str], ...]] | None,
-        ] = OrderedDict()
+        ] = Recent(cache_size)
 
     def plan(self, query: str, operation_name: str | None) -> Plan | None:
         """The plan for a query, or None when the resolvers must answer it."""
-        key = (query, operation_name)
-        if key in self._plans:
-            self._plans.move_to_end(key)
-            return self._plans[key]
-        plan = self._plan(query, operation_name)
-        self._plans[key] = plan
-        if len(self._plans) > self.cache_size:
-            self._plans.popitem(last=False)
-        return plan
+        return self._plans.get((query, operation_name), lambda: self._plan(query, operation_name))
 
     def _plan(self, query: str, operation_name: str | None) -> Plan | None:
         self.plans_made += 1
@@ -246,12 +239,9 @@ class Compiler:
             kinds.append((name, kind))
             real[name] = raw
         key = (query, json.dumps(variables, sort_keys=True, default=repr), tuple(kinds))
-        if key in self._read_back_statements:
-            self._read_back_statements.move_to_end(key)
-            cached = self._read_back_statements[key]
-        else:
-            cached = self._read_back_statement(query, variables, kinds)
-            _remember(self._read_back_statements, key, cached, self.cache_size)
+        cached = self._read_back_statements.get(
+            key, lambda: self._read_back_statement(query, variables, kinds)
+        )
         if cached is None:
             return self._read_back_rendered(query, {**variables, **ids}, tenant_id, viewer_id, role)
         statement, places = cached
@@ -322,15 +312,10 @@ class Compiler:
         stand-ins): remembered, as the answer is the same for any tenant, viewer and role
         (a read-back that needs a role is never compiled)."""
         key = (query, json.dumps(variables, sort_keys=True, default=repr))
-        known = self._read_backs.get(key)
-        if known is not None:
-            self._read_backs.move_to_end(key)
-            return known
-        compiles = self._read_back_rendered(query, variables, _NOBODY, _NOBODY, None) is not None
-        self._read_backs[key] = compiles
-        if len(self._read_backs) > self.cache_size:
-            self._read_backs.popitem(last=False)
-        return compiles
+        return self._read_backs.get(
+            key,
+            lambda: self._read_back_rendered(query, variables, _NOBODY, _NOBODY, None) is not None,
+        )
 
     def _coerced_statement(
         self,
@@ -402,11 +387,14 @@ class Compiler:
 
 #: The tenant and viewer bound to a read-back that is only checked, never run.
 _NOBODY = UUID(int=0)
-K = TypeVar("K")
-V = TypeVar("V")
 
 
-def _remember(cache: OrderedDict[K, V], key: K, statement: V, size: int) -> None:
+def _remember(
+    cache: OrderedDict[tuple[str, str | None, str, bool], Statement | None],
+    key: tuple[str, str | None, str, bool],
+    statement: Statement | None,
+    size: int,
+) -> None:
     cache[key] = statement
     if len(cache) > size:
         cache.popitem(last=False)

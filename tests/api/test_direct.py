@@ -231,26 +231,14 @@ async def test_a_direct_write_sends_what_the_resolvers_send_and_nothing_of_the_o
         "mutation($id: ID!) { done: completeTask(input: {id: $id}) "
         "{ __typename oops: errors { code } t: task { status title } } }"
     )
+    orgs = (org_a, org_b)
+    mine = Sent(query, {"id": org_a.task(1)}, org_a.slug, "member")
+    theirs = Sent(query, {"id": org_b.task(1)}, org_a.slug, "member")
     bodies = []
     for on in (True, False):
         async with client(on) as c:
-            response = await c.post(
-                "/graphql",
-                json={"query": query, "variables": {"id": org_a.task(1)}},
-                headers={
-                    "Authorization": f"Bearer {org_a.tokens['member']}",
-                    "X-Organization": org_a.slug,
-                },
-            )
-            bodies.append(response.text)
-            foreign = await c.post(
-                "/graphql",
-                json={"query": query, "variables": {"id": org_b.task(1)}},
-                headers={
-                    "Authorization": f"Bearer {org_a.tokens['member']}",
-                    "X-Organization": org_a.slug,
-                },
-            )
+            bodies.append((await _post(c, orgs, mine)).text)
+            foreign = await _post(c, orgs, theirs)
             assert foreign.json()["data"]["done"]["oops"] == [{"code": "NOT_FOUND"}]
     # On: the write answered directly, the foreign one handed to the resolvers. Off: none.
     assert answered == [True, False]
